@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite: the notebooks' own asserts (nbdev-test), then pytest (CLI, app, end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export PYTHONUNBUFFERED=1
+# a private torch hub cache, so tests exercise the bundled-weights path and never touch ~/.cache
+export TORCH_HOME="${TORCH_HOME:-$PWD/.venv/torch-home}"
+# nothing may be downloaded: point weight downloads at a closed local port so offline behaviour is tested
+export RECYCLE_CLASSIFIER_WEIGHTS_URL="${RECYCLE_CLASSIFIER_WEIGHTS_URL:-http://127.0.0.1:9}"
+echo "== nbdev-test (notebooks)"
+"$BIN/nbdev-test" --n-workers 2 --timing
+echo "== pytest"
+"$BIN/pytest" -q tests

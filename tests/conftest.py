@@ -1,0 +1,43 @@
+"""Shared fixtures: the embedded sample, a CLI runner, and one small model trained once per test session."""
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT/'data'/'trashnet-sample'
+CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash']
+
+
+def cli(*args, env=None, timeout=900, cwd=None):
+    "Run `recycle-classifier ARGS` in a fresh process; return the CompletedProcess (text)"
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, '-m', 'recycle_classifier.cli', *map(str, args)], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def offline_torch_home(tmp_path_factory):
+    "A private, empty torch hub cache and a closed download port: every test runs as offline as this machine"
+    home = tmp_path_factory.mktemp('torch-home')
+    old = {k: os.environ.get(k) for k in ('TORCH_HOME', 'RECYCLE_CLASSIFIER_WEIGHTS_URL')}
+    os.environ['TORCH_HOME'] = str(home)
+    os.environ['RECYCLE_CLASSIFIER_WEIGHTS_URL'] = 'http://127.0.0.1:9'
+    yield home
+    for k, v in old.items():
+        if v is None: os.environ.pop(k, None)
+        else: os.environ[k] = v
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    "`recycle-classifier train` on the sample with the default architecture, small and fast; (model path, output)"
+    out = tmp_path_factory.mktemp('models')/'sample.pkl'
+    r = cli('train', SAMPLE, '--epochs', '1', '--freeze-epochs', '1', '--size', '96', '--out', out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout + r.stderr
+
+
+@pytest.fixture(scope='session')
+def model_path(trained):
+    "Path of the session's exported model"
+    return trained[0]
