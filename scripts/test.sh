@@ -8,6 +8,12 @@ export PYTHONUNBUFFERED=1
 export TORCH_HOME="${TORCH_HOME:-$PWD/.venv/torch-home}"
 # nothing may be downloaded: point weight downloads at a closed local port so offline behaviour is tested
 export RECYCLE_CLASSIFIER_WEIGHTS_URL="${RECYCLE_CLASSIFIER_WEIGHTS_URL:-http://127.0.0.1:9}"
+# the app's browser test drives Debian's Chromium (never a downloaded browser)
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing Debian's chromium for the browser test"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 echo "== nbdev-test (notebooks)"
 "$BIN/nbdev-test" --n-workers 2 --timing
 echo "== pytest"

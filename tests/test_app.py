@@ -1,0 +1,160 @@
+"""The app in a real browser: `recycle-classifier app` serves it with Voilà on 127.0.0.1, and Debian's headless
+Chromium (/usr/bin/chromium, driven by Playwright) uploads photos the way a person would."""
+import os, signal, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+import pytest
+from conftest import ROOT, SAMPLE, cli
+
+CHROMIUM = Path('/usr/bin/chromium')
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync']
+START_TIMEOUT = 240   # kernel start, torch + fastai imports and the model's warm-up, on a busy 2-core machine
+RESULT_TIMEOUT_MS = 90_000
+
+
+def require_chromium():
+    "Skip without Chromium on a developer's machine; fail in CI, which must install it"
+    if CHROMIUM.exists(): return
+    if os.environ.get('CI') == 'true': pytest.fail(f'{CHROMIUM} is missing: CI must `apt-get install -y chromium`')
+    pytest.skip(f'{CHROMIUM} is not installed (apt-get install -y chromium chromium-driver); CI installs it')
+
+
+def free_port() -> int:
+    "A TCP port nobody listens on at 127.0.0.1"
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_for_page(url: str, proc: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT):
+    "Wait until `url` answers 200, failing early with the server's log if it exits"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None: pytest.fail(f'the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}')
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200: return
+        except OSError: time.sleep(1)
+    pytest.fail(f'the app did not answer within {timeout} s:\n{log.read_text()[-3000:]}')
+
+
+def stop(proc: subprocess.Popen):
+    "Stop the app as Ctrl-C or a service manager would (SIGTERM), and its whole process group if it hangs"
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope='module')
+def server(model_path, tmp_path_factory):
+    "`recycle-classifier app` with the session's model on a free port of 127.0.0.1; (url, log path)"
+    require_chromium()
+    port, log = free_port(), tmp_path_factory.mktemp('app')/'server.log'
+    cmd = [sys.executable, '-m', 'recycle_classifier.cli', 'app', '--model', str(model_path),
+           '--models-dir', str(model_path.parent), '--port', str(port)]
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        wait_for_page(url, proc, log)
+        yield url, log
+    finally: stop(proc)
+    assert proc.returncode is not None
+
+
+@pytest.fixture(scope='module')
+def page(server):
+    "A headless Chromium tab with the app loaded and its model ready"
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={'width': 1100, 'height': 860})
+        tab.goto(server[0], timeout=START_TIMEOUT * 1000)
+        tab.wait_for_function("() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')",
+                              timeout=START_TIMEOUT * 1000)
+        yield tab
+        browser.close()
+
+
+def upload(page, *paths):
+    "Choose `paths` in the app's upload button, as a person does in the file dialog"
+    with page.expect_file_chooser() as chooser: page.click('.widget-upload')
+    chooser.value.set_files([str(p) for p in paths])
+
+
+def card(page, n: int, i: int = 0):
+    "The `i`th card of upload number `n`, once it has rendered"
+    page.wait_for_selector(f'.rc-card[data-upload="{n}"]', timeout=RESULT_TIMEOUT_MS)
+    return page.locator(f'.rc-card[data-upload="{n}"]').nth(i)
+
+
+@pytest.fixture(scope='module')
+def confident_photo(model_path):
+    "A validation photo the session's model gets right, with the most confidence; (path, label, probability)"
+    from recycle_classifier.core import open_image
+    from recycle_classifier.export import load_model, predict_images
+    learn = load_model(model_path)
+    vocab = list(learn.dls.vocab)
+    photos = [p for c in vocab for p in sorted((SAMPLE/'valid'/c).glob('*.jpg'))[:3]]
+    probs = predict_images(learn, [open_image(p) for p in photos])
+    scored = [(float(pr[vocab.index(p.parent.name)]), p) for p, pr in zip(photos, probs)
+              if vocab[int(pr.argmax())] == p.parent.name]
+    assert scored, 'the session model gets no validation photo right'
+    prob, path = max(scored)
+    return path, path.parent.name, prob
+
+
+def test_upload_photo_bad_files_then_photo_again(page, server, confident_photo, tmp_path):
+    from recycle_classifier.app import DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, load_guidelines
+    photo, label, prob = confident_photo
+    rules = load_guidelines(DEFAULT_GUIDELINES)
+    assert 'app_from_env' not in page.content()          # Voilà strips the code cells
+
+    upload(page, photo)
+    first = card(page, 1)
+    assert first.get_attribute('data-label') == label
+    text = first.inner_text()
+    if prob >= DEFAULT_THRESHOLD:                        # the model is sure: the class and its bin
+        assert first.get_attribute('data-bin') == rules.bin_for(label).key
+        assert f'{label.capitalize()} {prob:.0%}' in text and rules.bin_for(label).label in text
+    else:                                                # it says so plainly
+        assert text.count('Not sure:') == 1 and f'{label} {prob:.0%}' in text
+    assert first.locator('.rc-row').count() == 6         # a probability bar for each class
+    heat = first.locator('img.rc-heatmap')
+    assert heat.evaluate('img => img.complete && img.naturalWidth > 0')
+    shot = tmp_path/'app.png'
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+
+    notes = tmp_path/'notes.txt'
+    notes.write_text('a shopping list, not a photo')
+    cut = tmp_path/'cut.jpg'
+    cut.write_bytes(photo.read_bytes()[:1500])
+    upload(page, notes, cut)
+    bad = card(page, 2)
+    assert bad.get_attribute('data-kind') == 'error'
+    assert "Can't use this file: not an image" in bad.inner_text() and 'notes.txt' in bad.inner_text()
+    assert 'corrupt or truncated' in card(page, 2, 1).inner_text()
+    assert '2 files could not be used' in page.inner_text('.rc-status')
+    assert 'Traceback' not in page.inner_text('body')
+
+    upload(page, photo)                                  # the app carries on, even with the same photo
+    assert card(page, 3).get_attribute('data-label') == label
+    assert '1 photo classified' in page.inner_text('.rc-status')
+    assert 'Voilà is running at' in server[1].read_text() and f'http://127.0.0.1:' in server[1].read_text()
+
+
+def test_app_command_refuses_what_it_cannot_serve(model_path, tmp_path):
+    r = cli('app', '--model', tmp_path/'missing.pkl')
+    assert r.returncode == 2 and 'no such model file' in r.stderr
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0)); busy.listen()
+        r = cli('app', '--model', model_path, '--port', busy.getsockname()[1])
+    assert r.returncode == 2 and 'is in use' in r.stderr
+    bad_rules = tmp_path/'rules.yaml'
+    bad_rules.write_text('bins: [oops')
+    r = cli('app', '--model', model_path, '--guidelines', bad_rules)
+    assert r.returncode == 2 and 'rules.yaml: not valid YAML' in r.stderr

@@ -1,0 +1,256 @@
+"""Evaluation and Grad-CAM: checked against pytorch-grad-cam, a hand computation from the head's weights,
+scikit-learn's metrics and fastai's own transforms; the `evaluate` and `explain` commands end to end."""
+import json, shutil
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from conftest import SAMPLE, CLASSES, cli
+from recycle_classifier.core import UserError, open_image
+from recycle_classifier.export import load_model, predict_images
+from recycle_classifier.evaluate import (cam_layer, model_input, gradcam_maps, cam_at_input, grad_cam, cam_overlay,
+    explain_image, transform_box, input_box, confusion_matrix, classification_metrics, most_confused, evaluate,
+    find_eval_set, html_report, write_report)
+
+PHOTOS = [sorted((SAMPLE/'valid'/c).glob('*.jpg'))[0] for c in ('glass', 'metal', 'trash')]
+
+
+@pytest.fixture(scope='module')
+def learn(model_path):
+    return load_model(model_path)
+
+
+@pytest.fixture(scope='module')
+def sample_eval(learn):
+    return evaluate(learn, SAMPLE, progress=False)
+
+
+# ---- Grad-CAM ----------------------------------------------------------------------------------------------
+
+def test_gradcam_matches_pytorch_grad_cam(learn):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    for photo in PHOTOS[:2]:
+        x = model_input(learn, photo)
+        _, idxs, _ = gradcam_maps(learn, x, top=2)
+        for c in idxs:  # predicted and runner-up
+            with GradCAM(model=learn.model, target_layers=[cam_layer(learn)]) as gc:
+                ref = gc(input_tensor=x, targets=[ClassifierOutputTarget(c)])[0]
+            mine = cam_at_input(learn, photo, c)
+            assert mine.shape == ref.shape == tuple(x.shape[-2:])
+            assert np.abs(mine - ref).max() < 1e-4, (photo.name, c, np.abs(mine - ref).max())
+    assert ref.max() > 0.99  # a real map was compared, not two blanks
+
+
+def _bn_affine(m):
+    "Scale and shift of a BatchNorm1d in eval mode"
+    s = (m.weight / torch.sqrt(m.running_var + m.eps)).detach().numpy()
+    return s, m.bias.detach().numpy() - m.running_mean.numpy() * s
+
+
+def test_gradcam_equals_hand_computation_from_head_weights(learn):
+    "Grad-CAM's channel weights worked out by hand through fastai's head: concat-pool, BN, linear, ReLU, BN, linear"
+    from fastai.layers import AdaptiveConcatPool2d
+    head = learn.model[1]
+    assert isinstance(head[0], AdaptiveConcatPool2d) and isinstance(head[8], torch.nn.Linear)
+    x = model_input(learn, PHOTOS[0])
+    with torch.no_grad(): A = learn.model[0](x)[0].numpy()
+    C, H, W = A.shape
+    (s1, b1), (s2, b2) = _bn_affine(head[2]), _bn_affine(head[6])
+    W1, W2 = head[4].weight.detach().numpy(), head[8].weight.detach().numpy()
+    z = W1 @ (np.concatenate([A.max((1, 2)), A.mean((1, 2))]) * s1 + b1)  # fastai concatenates max, then avg
+    relu = (z > 0).astype(np.float32)
+    logits = W2 @ (z * relu * s2 + b2)
+    with torch.no_grad(): assert np.allclose(logits, learn.model(x)[0].numpy(), atol=1e-4)
+    probs, idxs, raw = gradcam_maps(learn, x, top=2)
+    assert idxs == list(np.argsort(-logits)[:2])
+    for c, cam in zip(idxs, raw):
+        g = s1 * (W1.T @ (relu * s2 * W2[c]))  # d logit_c / d pooled features
+        alpha = (g[:C] + g[C:]) / (H * W)      # mean over positions of d logit_c / d A: max-pool sends g to one cell
+        hand = np.maximum((alpha[:, None, None] * A).sum(0), 0)
+        assert np.abs(hand - cam).max() <= 1e-4 * max(hand.max(), 1e-3), (c, np.abs(hand - cam).max())
+
+
+def test_transform_box_matches_fastai_transforms():
+    "The box `transform_box` reports is the part of the photo fastai's validation transform really shows"
+    from fastai.vision.augment import Resize, RandomResizedCrop, ResizeMethod, PadMode
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (6, 9, 3), dtype=np.uint8)).resize((300, 200), Image.BILINEAR)
+    for t in [RandomResizedCrop(64), Resize(64), Resize(64, ResizeMethod.Squish),
+              Resize(64, ResizeMethod.Pad, pad_mode=PadMode.Zeros), Resize((48, 64))]:
+        seen = np.asarray(t(small, split_idx=1), dtype=float)
+        l, tp, w, h = transform_box([t], small.size)
+        if l >= 0 and tp >= 0: ours = small.resize(seen.shape[1::-1], Image.BILINEAR, box=(l, tp, l + w, tp + h))
+        else: ours = small.crop((int(l), int(tp), int(l + w), int(tp + h))).resize(seen.shape[1::-1], Image.BILINEAR)
+        assert np.abs(seen - np.asarray(ours, dtype=float)).mean() < 4, (t, np.abs(seen - np.asarray(ours, float)).mean())
+
+
+def test_grad_cam_contract(learn):
+    photo = open_image(PHOTOS[1])
+    cam = grad_cam(learn, photo)
+    assert cam.shape == (photo.height, photo.width) and cam.dtype == np.float32
+    assert cam.min() >= 0 and cam.max() <= 1 and cam.max() > 0.99
+    left, top, w, h = input_box(learn, photo.size)
+    assert left > 0 and cam[:, :int(left)].max() == 0  # the border the model never saw is cold
+    explained = explain_image(learn, photo, top=2)
+    probs = predict_images(learn, [photo])[0]
+    assert [e['label'] for e in explained] == [learn.dls.vocab[i] for i in probs.argsort(descending=True)[:2]]
+    assert abs(explained[0]['probability'] - float(probs.max())) < 1e-5
+    assert np.allclose(explained[0]['cam'], cam)
+    runner_up = grad_cam(learn, PHOTOS[1], class_idx=explained[1]['class_idx'])  # a path works too
+    assert np.allclose(explained[1]['cam'], runner_up)
+    assert all(e['overlay'].size == photo.size and e['overlay'].mode == 'RGB' for e in explained)
+
+
+def test_cam_overlay():
+    photo = Image.new('RGB', (40, 30), (10, 200, 30))
+    cam = np.zeros((3, 4), np.float32); cam[0, 0] = 1  # smaller than the photo: stretched
+    assert np.array_equal(np.asarray(cam_overlay(photo, cam, alpha=0)), np.asarray(photo))
+    heat = np.asarray(cam_overlay(photo, cam, alpha=1))
+    assert heat.shape == (30, 40, 3)
+    assert heat[0, 0, 0] > 100 and heat[0, 0, 2] < 100    # hot corner: red in jet
+    assert heat[-1, -1, 2] > 100 and heat[-1, -1, 0] < 50  # cold corner: blue
+    with pytest.raises(ValueError): cam_overlay(photo, cam, alpha=2)
+    with pytest.raises(ValueError): cam_overlay(photo, np.zeros(5))
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+
+def _check_against_sklearn(y_true, y_pred, classes):
+    from sklearn import metrics as skm
+    n = len(classes)
+    cm = confusion_matrix(y_true, y_pred, n)
+    assert np.array_equal(cm, skm.confusion_matrix(y_true, y_pred, labels=list(range(n))))
+    m = classification_metrics(cm, classes)
+    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=list(range(n)), zero_division=0)
+    for i, c in enumerate(classes):
+        got = m['per_class'][c]
+        assert np.allclose([got['precision'], got['recall'], got['f1']], [p[i], r[i], f[i]]) and got['support'] == s[i]
+    present = sorted(set(y_true))
+    assert np.isclose(m['accuracy'], skm.accuracy_score(y_true, y_pred))
+    assert np.isclose(m['balanced_accuracy'], skm.balanced_accuracy_score(y_true, y_pred))
+    assert np.isclose(m['balanced_accuracy'], skm.recall_score(y_true, y_pred, labels=present, average='macro', zero_division=0))
+    assert np.isclose(m['macro_f1'], skm.f1_score(y_true, y_pred, labels=present, average='macro', zero_division=0))
+    return m
+
+
+def test_metrics_match_sklearn_on_real_predictions(sample_eval):
+    ev = sample_eval
+    assert ev.classes == CLASSES and len(ev.paths) == 60 and not ev.skipped_files
+    m = _check_against_sklearn(ev.y_true, ev.y_pred, ev.classes)
+    from sklearn.metrics import log_loss
+    assert np.isclose(ev.losses.mean(), log_loss(ev.y_true, ev.probs, labels=list(range(6))), atol=1e-5)
+    assert m['n'] == 60 and all(v['support'] == 10 for v in m['per_class'].values())
+    top = ev.top_losses(5)
+    assert [t['loss'] for t in top] == sorted([t['loss'] for t in top], reverse=True)
+    assert top[0]['loss'] == round(float(ev.losses.max()), 4)
+
+
+def test_metrics_match_sklearn_with_missing_and_unpredicted_classes():
+    rng = np.random.default_rng(1)
+    classes = ['a', 'b', 'c', 'd', 'e']
+    y_true = rng.choice([0, 1, 2, 4], 200, p=[.5, .3, .15, .05])  # no 'd' photos
+    y_pred = np.where(rng.random(200) < .6, y_true, rng.choice([0, 1, 3], 200))  # 'e' never predicted unless right
+    m = _check_against_sklearn(y_true, y_pred, classes)
+    assert m['per_class']['d']['support'] == 0 and m['per_class']['d']['recall'] == 0
+
+
+def test_most_confused_and_worst_class():
+    cm = np.array([[8, 2, 0], [5, 5, 0], [0, 1, 9]])
+    m = classification_metrics(cm, ['x', 'y', 'z'])
+    assert most_confused(cm, ['x', 'y', 'z']) == m['most_confused'] == [
+        dict(actual='y', predicted='x', count=5, share_of_actual=0.5),
+        dict(actual='x', predicted='y', count=2, share_of_actual=0.2),
+        dict(actual='z', predicted='y', count=1, share_of_actual=0.1)]
+    assert m['worst_class']['label'] == 'y' and m['worst_class']['recall'] == 0.5
+    # a class without photos cannot be the worst, however badly it is predicted
+    assert classification_metrics(np.array([[3, 1], [0, 0]]), ['p', 'q'])['worst_class']['label'] == 'p'
+
+
+# ---- evaluation folders --------------------------------------------------------------------------------------
+
+def _mixed_folder(root: Path) -> Path:
+    "A test folder with two of the model's classes, one it never saw, a corrupt photo and a stray file"
+    for c in ('glass', 'metal', 'styrofoam'):
+        (root/c).mkdir(parents=True)
+        for f in sorted((SAMPLE/'valid'/('paper' if c == 'styrofoam' else c)).glob('*.jpg'))[:3]: shutil.copy(f, root/c)
+    (root/'glass'/'broken.jpg').write_bytes(b'\xff\xd8\xff not really a jpeg')
+    (root/'metal'/'notes.txt').write_text('taken on a Tuesday')
+    return root
+
+
+def test_evaluate_overlap_of_vocabularies_and_lists_bad_files(learn, tmp_path):
+    ev = evaluate(learn, _mixed_folder(tmp_path/'test'), progress=False)
+    assert ev.evalset.split is None and len(ev.paths) == 6
+    assert ev.extra_classes == {'styrofoam': 3}
+    assert ev.missing_classes == ['cardboard', 'paper', 'plastic', 'trash']
+    skipped = {Path(f).name: why for f, why in ev.skipped_files}
+    assert set(skipped) == {'broken.jpg', 'notes.txt'} and 'not a photo' in skipped['notes.txt']
+    d = ev.to_dict()
+    assert {c for c, v in d['per_class'].items() if v['support']} == {'glass', 'metal'}
+    assert d['worst_class']['label'] in ('glass', 'metal')
+    json.dumps(d)  # JSON-ready
+    page = html_report(d, {}, 'mixed')
+    assert 'styrofoam (3)' in page and 'broken.jpg' in page and 'no photos here: cardboard, paper, plastic, trash' in page
+
+
+def test_bad_folders_give_clear_errors(learn, tmp_path):
+    with pytest.raises(UserError, match='no such folder'): find_eval_set(tmp_path/'nope')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(UserError, match='no class folders'): find_eval_set(tmp_path/'empty')
+    (tmp_path/'hollow'/'glass').mkdir(parents=True)
+    with pytest.raises(UserError, match='no photos'): find_eval_set(tmp_path/'hollow')
+    (tmp_path/'trainonly'/'train'/'glass').mkdir(parents=True)
+    with pytest.raises(UserError, match='no valid/ split'): find_eval_set(tmp_path/'trainonly')
+    (tmp_path/'alien'/'styrofoam').mkdir(parents=True)
+    shutil.copy(PHOTOS[0], tmp_path/'alien'/'styrofoam')
+    with pytest.raises(UserError, match="none of the folder's classes"): evaluate(learn, tmp_path/'alien', progress=False)
+    (tmp_path/'corrupt'/'glass').mkdir(parents=True)
+    (tmp_path/'corrupt'/'glass'/'a.jpg').write_bytes(b'nope')
+    with pytest.raises(UserError, match='could be opened'): evaluate(learn, tmp_path/'corrupt', progress=False)
+
+
+def test_write_report_is_self_contained(learn, sample_eval, tmp_path):
+    paths = write_report(learn, sample_eval, tmp_path/'rep', model='m.pkl', top=4, cams=2)
+    assert set(paths) == {'metrics', 'report', 'confusion_matrix', 'top_losses', 'gradcam'}
+    for k in ('confusion_matrix', 'top_losses', 'gradcam'): assert Image.open(paths[k]).format == 'PNG'
+    page = paths['report'].read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and 'src="http' not in page
+    d = json.loads(paths['metrics'].read_text())
+    assert d['accuracy'] == sample_eval.metrics['accuracy'] and len(d['top_losses']) == 4
+    assert f'<tr class="worst"><td>{d["worst_class"]["label"]}</td>' in page
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+
+def test_cli_evaluate(model_path, tmp_path):
+    r = cli('evaluate', model_path, SAMPLE, '--out', tmp_path/'rep', '--top-losses', '3', '--cams', '1')
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads((tmp_path/'rep'/'metrics.json').read_text())
+    assert d['n'] == 60 and d['split'] == 'valid' and d['classes'] == CLASSES
+    assert f"accuracy {d['accuracy']:.1%}" in r.stdout and '<- worst' in r.stdout
+    assert (tmp_path/'rep'/'report.html').stat().st_size > 10_000
+
+
+def test_cli_explain_and_errors(model_path, tmp_path):
+    (tmp_path/'broken.jpg').write_text('not a photo')
+    r = cli('explain', model_path, PHOTOS[0], PHOTOS[1], tmp_path/'broken.jpg', '--out', tmp_path/'cams')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path/'cams').iterdir()) == [f'{p.stem}_gradcam.png' for p in PHOTOS[:2]]
+    assert 'broken.jpg: error:' in r.stderr and r.stdout.count('_gradcam.png') == 2
+
+
+def test_cli_bad_model_and_empty_folder(model_path, tmp_path, capsys):
+    "In-process through the real parser and `main`'s error handling (a subprocess each would only add start-up time)"
+    from recycle_classifier.cli import main
+    (tmp_path/'fake.pkl').write_text('not a model')
+    assert main(['evaluate', str(tmp_path/'fake.pkl'), str(SAMPLE), '--out', str(tmp_path/'x')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error:') and 'not a model exported' in err
+    (tmp_path/'empty').mkdir()
+    assert main(['evaluate', str(model_path), str(tmp_path/'empty'), '--out', str(tmp_path/'y')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error:') and 'no class folders' in err and not (tmp_path/'y').exists()
+    assert main(['explain', str(tmp_path/'fake.pkl'), str(PHOTOS[0])]) == 2
+    assert 'not a model exported' in capsys.readouterr().err
