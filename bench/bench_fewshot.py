@@ -38,7 +38,7 @@ TN_HALVES = (['cardboard', 'glass', 'metal'], ['paper', 'plastic', 'trash'])
 CACHE = Path(os.environ.get('FEWSHOT_BENCH_CACHE', Path.home()/'.cache'/'recycle_classifier'/'fewshot-bench'))
 OUT = ROOT/'bench'/'results'
 PREFIX_N, EPISODES, QUERIES = 3, 600, 15  # features are cached before the last PREFIX_N blocks
-N_TRAIN = 1  # blocks fine-tuned (set by --train-blocks)
+N_TRAIN, LR = 1, 1e-3  # blocks fine-tuned (--train-blocks) and their learning rate
 
 def log(*a): print(*a, file=sys.stderr, flush=True)
 
@@ -110,8 +110,8 @@ def record(rows, bench, method, backbone, accs_by_cell, **info):
 def train_both(arch, feats, labels, steps, ways):
     "An episodically fine-tuned tail and a Siamese network trained on the same base-class features"
     ft = fsl.imagenet_embedder(arch)
-    fsl.episodic_finetune(ft, feats, labels, n_train=N_TRAIN, ways=ways, shots=5, queries=10, steps=steps)
-    siam = fsl.train_siamese(fsl.imagenet_embedder(arch), feats, labels, n_train=N_TRAIN, steps=steps, pairs=32)
+    fsl.episodic_finetune(ft, feats, labels, n_train=N_TRAIN, ways=ways, shots=5, queries=10, steps=steps, lr=LR)
+    siam = fsl.train_siamese(fsl.imagenet_embedder(arch), feats, labels, n_train=N_TRAIN, steps=steps, pairs=32, lr=LR)
     return ft, siam
 
 def trained_rows(rows, arch, tn_feats, tn_y, tn_names, fm_base_feats, fm_base_y, fm_feats, fm_y, steps):
@@ -218,7 +218,7 @@ def main():
         fm_y = fashion_mnist('test', FM_NOVEL, 100)[1]
         fm_base_y = fashion_mnist('train', FM_BASE, 300)[1]
         env = dict(host=platform.node(), torch=torch.__version__, threads=torch.get_num_threads(), steps=args.steps,
-                   train_blocks=N_TRAIN,
+                   train_blocks=N_TRAIN, lr=LR,
                    date=time.strftime('%Y-%m-%d'))
         for arch in args.backbones.split(','):
             rows = []

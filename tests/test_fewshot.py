@@ -215,15 +215,17 @@ def test_cli_build_add_predict(tmp_path):
     assert sum(r['label'] == 'glass' for r in good) >= 6
     assert [r['error'] for r in rows if 'error' in r][0] == 'no such file'
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from recycle_classifier.cli import main
     d = support_dir(tmp_path, ('glass',), n=2)
     (d/'metal').mkdir()
-    rc, _, err = cli('build', d, '--out', tmp_path/'m.fewshot')
-    assert rc == 2 and err.strip().splitlines()[-1] == f"error: class 'metal' has no photos (folder {d/'metal'} is empty)"
-    rc, _, err = cli('eval', SAMPLE_DIR, '--ways', '3', '--shots', '30', '--episodes', '10')
-    assert rc == 2 and 'need 45 photos per class' in err and 'Traceback' not in err
-    rc, _, err = cli('predict', tmp_path/'nope.fewshot', SAMPLE_DIR)
-    assert rc == 2 and 'no such few-shot model' in err
+    assert main(['fewshot', 'build', str(d), '--out', str(tmp_path/'m.fewshot')]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: class 'metal' has no photos (folder {d/'metal'} is empty)"
+    assert main(['fewshot', 'eval', str(SAMPLE_DIR), '--ways', '3', '--shots', '30', '--episodes', '10']) == 2
+    assert 'need 45 photos per class' in capsys.readouterr().err
+    assert main(['fewshot', 'predict', str(tmp_path/'nope.fewshot'), str(SAMPLE_DIR)]) == 2
+    assert 'no such few-shot model' in capsys.readouterr().err
+    assert not (tmp_path/'m.fewshot').exists()
 
 def test_cli_eval_on_sample():
     rc, out, _ = cli('eval', SAMPLE_DIR, '--ways', '3', '--shots', '5', '--episodes', '100', '--queries', '5',
