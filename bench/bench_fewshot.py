@@ -185,7 +185,11 @@ def markdown(rows) -> str:
              'pullover, coat, shirt, bag); Fashion-MNIST episodes use only the novel classes (trouser, dress, sandal, '
              'sneaker, ankle boot). Fine-tuning trains the last block of MobileNetV2 (the 1x1 convolution to 1,280 '
              'channels) with the Prototypical Networks loss; the Siamese encoder is the same block, followed by L1 '
-             'distance, a linear layer and a sigmoid, trained on same/different pairs.',
+             'distance, a linear layer and a sigmoid, trained on same/different pairs. The linear layer\'s weights '
+             'are kept at or below zero (a learned weighted L1 distance): left unconstrained as in Koch et al. 2015, '
+             'the network trained on Fashion-MNIST scored 11.8 ± 0.3 and 8.6 ± 0.3 on TrashNet 6-way 1- and '
+             '5-shot (below the 16.7% of chance), 37.5 ± 0.7 and 39.6 ± 0.5 on Fashion-MNIST 5-way, and 55.4 ± 1.0 '
+             'and 63.3 ± 0.7 on TrashNet 3-way (same episodes, same seeds).',
              'Data: TrashNet (Thung & Yang 2016, MIT license), its train and valid splits (2,096 photos; the test split is not used); Fashion-MNIST (Xiao et al. 2017, MIT license).']
     extra = [r for r in latest.values() if r['benchmark'] in ('open set', 'add a class')]
     for r in extra:

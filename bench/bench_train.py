@@ -129,18 +129,17 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     rows = []
+    stamp = lambda: dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
+                         machine=platform.machine(), load_avg_1m=os.getloadavg()[0])
     for recipe in a.only.split(','):
         print(f'== {recipe}', flush=True)
         p = subprocess.run([sys.executable, __file__, '--child', recipe, '--data', a.data, '--out', str(tmp/f'{recipe}.pkl')],
                            capture_output=True, text=True)
         line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
         if p.returncode or not line: print(p.stdout[-3000:], p.stderr[-3000:]); sys.exit(f'{recipe} failed')
-        rows.append(json.loads(line[0][7:]))
+        rows.append({**stamp(), **json.loads(line[0][7:])})
         print(json.dumps(rows[-1]), flush=True)
-    stamp = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
-                 machine=platform.machine(), load_avg_1m=os.getloadavg()[0])
-    with open(RESULTS/'train.jsonl', 'a') as f:
-        for r in rows: f.write(json.dumps({**stamp, **r}) + '\n')
+        with open(RESULTS/'train.jsonl', 'a') as f: f.write(json.dumps(rows[-1]) + '\n')  # each as it completes
     lines = ['| recipe | validation accuracy | wall time | peak memory |', '|---|---|---|---|']
     lines += [f"| {r['recipe']} | {r['accuracy']:.1%} | {r['wall_s']/60:.1f} min | {r['peak_rss_mb']} MB |" for r in rows]
     ours = next((r for r in rows if r['recipe'] == 'ours'), None)
@@ -150,8 +149,10 @@ def main():
                       f"batched {ours['batched_ms_per_image']:.0f} ms per photo (batches of 64).",
                   f"Training step, batch 32 at 224 px: fastai default {s['fastai_default']:.2f} s, "
                   f"FastCPUBatches {s['fast_cpu_batches']:.2f} s ({s['speedup']:.2f}x, medians)."]
-    lines += ['', f"Measured {stamp['date']} on {stamp['cpus']} CPU cores ({stamp['machine']}), "
-                  f"1-minute load average at the end {stamp['load_avg_1m']:.1f}. TrashNet train (1,768) -> valid (328)."]
+    end = rows[-1]
+    loads = ', '.join(f"{r['recipe']} {r['load_avg_1m']:.1f}" for r in rows)
+    lines += ['', f"Measured {end['date']} on {end['cpus']} CPU cores ({end['machine']}); 1-minute load average "
+                  f"after each recipe: {loads}. TrashNet train (1,768) -> valid (328)."]
     (RESULTS/'train.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
