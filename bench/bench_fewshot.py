@@ -17,7 +17,7 @@ from 5 photos. Results: bench/results/fewshot.jsonl (appended) and bench/results
 the jsonl's latest row per cell). Embeddings are cached under ~/.cache/recycle_classifier/fewshot-bench.
 
 Usage: nice -n 10 .venv/bin/python bench/bench_fewshot.py [--backbones mobilenet_v2,efficientnet_lite2]
-       [--skip-trained] [--steps 300]
+       [--skip-trained] [--steps 300] [--add-class-only]
 """
 import argparse, gzip, hashlib, json, os, platform, statistics, sys, time
 from pathlib import Path
@@ -201,7 +201,7 @@ def markdown(rows) -> str:
             notes.append(f'Adding a class from 5 photo files ({r["backbone"]}, open + embed + recalibrate): median '
                          f'{r["median_s"]:.2f} s wall-clock, best {r["min_s"]:.2f} s, over {r["repeats"]} runs with '
                          f'{r["torch_threads"]} CPU threads ({r["median_cpu_s"]:.2f} CPU-seconds in all threads; load '
-                         f'average {r["load_avg"]} on a 2-core machine shared with other jobs).')
+                         f'average {r["load_avg"]} on a 2-core machine{" shared with other jobs" if r["load_avg"] > 2.5 else ""}).')
     return '\n'.join(lines + notes) + '\n'
 
 def main():
@@ -212,11 +212,18 @@ def main():
     ap.add_argument('--steps', type=int, default=300, help='training episodes / pair batches')
     ap.add_argument('--train-blocks', type=int, default=N_TRAIN, help=f'last blocks to train (at most {PREFIX_N})')
     ap.add_argument('--report-only', action='store_true', help='rebuild fewshot.md from fewshot.jsonl')
+    ap.add_argument('--add-class-only', action='store_true', help='only time adding a class (no episodes)')
     args = ap.parse_args()
     N_TRAIN = args.train_blocks
     OUT.mkdir(parents=True, exist_ok=True)
     jsonl = OUT/'fewshot.jsonl'
-    if not args.report_only:
+    if args.add_class_only:
+        tn_paths, tn_y, tn_names = trashnet()
+        env = dict(host=platform.node(), torch=torch.__version__, threads=torch.get_num_threads(), date=time.strftime('%Y-%m-%d'))
+        with open(jsonl, 'a') as f:
+            for arch in args.backbones.split(','):
+                row = dict(time_add_class(arch, tn_paths, tn_y, tn_names), **env); log(row); f.write(json.dumps(row) + '\n')
+    elif not args.report_only:
         tn_paths, tn_y, tn_names = trashnet()
         fm_ims = lambda: fashion_mnist('test', FM_NOVEL, 100)[0]
         fm_y = fashion_mnist('test', FM_NOVEL, 100)[1]

@@ -11,7 +11,7 @@ speed of fastai's default batches vs FastCPUBatches (median of several steps, sa
 Prints a table and appends one JSON line per run to bench/results/train.jsonl; writes bench/results/train.md.
 Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
 
-    .venv/bin/python bench/bench_train.py [--data ../shared/datasets/trashnet] [--only ours,fastai,logreg]
+    .venv/bin/python bench/bench_train.py [--data ../shared/datasets/trashnet] [--only ours,fastai,logreg] [--size PX]
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
 
 
-def run_ours(data, out):
-    from recycle_classifier.train import train
-    learn, m = train(data, arch='mobilenet_v2', out=out)
+def run_ours(data, out, size=None):
+    from recycle_classifier.train import train, DEFAULTS
+    learn, m = train(data, arch='mobilenet_v2', out=out, size=size or DEFAULTS['size'])
     return dict(accuracy=m['accuracy'], epochs=m['epochs'], freeze_epochs=m['freeze_epochs'], size=m['size'])
 
 
@@ -105,10 +105,11 @@ def step_speed(data, steps=6):
     return out
 
 
-def child(recipe, data, out):
+def child(recipe, data, out, size=None):
     "Run one recipe in this process and print its JSON result"
     t = time.time()
-    res = dict(recipe=recipe, **{'ours': run_ours, 'fastai': run_fastai, 'logreg': run_logreg}[recipe](data, out))
+    res = dict(recipe=recipe, **(run_ours(data, out, size) if recipe == 'ours' else
+                                 {'fastai': run_fastai, 'logreg': run_logreg}[recipe](data, out)))
     res['wall_s'] = round(time.time() - t, 1)
     res['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if recipe == 'ours':
@@ -121,10 +122,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
     ap.add_argument('--only', default='ours,fastai,logreg')
+    ap.add_argument('--size', type=int, default=None, help="image size for `ours` (default: train's default)")
     ap.add_argument('--child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--out', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child: return child(a.child, a.data, a.out)
+    if a.child: return child(a.child, a.data, a.out, a.size)
     if not (Path(a.data)/'train').is_dir(): sys.exit(f'no TrashNet at {a.data} (expected {a.data}/train/<class>/)')
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
@@ -133,7 +135,7 @@ def main():
                          machine=platform.machine(), load_avg_1m=os.getloadavg()[0])
     for recipe in a.only.split(','):
         print(f'== {recipe}', flush=True)
-        p = subprocess.run([sys.executable, __file__, '--child', recipe, '--data', a.data, '--out', str(tmp/f'{recipe}.pkl')],
+        p = subprocess.run([sys.executable, __file__, '--child', recipe, '--data', a.data, '--out', str(tmp/f'{recipe}.pkl')] + (['--size', str(a.size)] if a.size else []),
                            capture_output=True, text=True)
         line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
         if p.returncode or not line: print(p.stdout[-3000:], p.stderr[-3000:]); sys.exit(f'{recipe} failed')

@@ -1,0 +1,43 @@
+"""How good are frozen ImageNet features on TrashNet, by backbone and image size? (a lead for the training recipe)
+
+For each BACKBONE[@SIZE]: embed TrashNet train and valid with the frozen body (whole photo resized to SIZE x SIZE,
+global average pooling, L2 norm), fit a logistic regression on train for several C, score on valid.
+Prints one line per fit and appends them to bench/results/features.jsonl.
+Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
+
+    .venv/bin/python bench/bench_features.py mobilenet_v2 mobilenet_v2@320 efficientnet_lite0@320
+"""
+import argparse, json, os, time
+from datetime import datetime, timezone
+from pathlib import Path
+import torch
+from sklearn.linear_model import LogisticRegression
+from recycle_classifier.fewshot import imagenet_embedder
+from recycle_classifier.clean import embed_images
+from recycle_classifier.core import open_image, image_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('backbones', nargs='+', help='e.g. mobilenet_v2@320 (size defaults to the backbone\'s own)')
+    ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
+    a = ap.parse_args()
+    load = lambda split: ([open_image(f) for f in image_files(Path(a.data)/split)],
+                          [f.parent.name for f in image_files(Path(a.data)/split)])
+    (It, yt), (Iv, yv) = load('train'), load('valid')
+    for spec in a.backbones:
+        name, _, size = spec.partition('@')
+        emb = imagenet_embedder(name)
+        if size: emb.size = int(size)
+        t = time.time(); Xt, Xv = embed_images(emb, It), embed_images(emb, Iv); embed_s = time.time() - t
+        for C in (1, 3, 10, 30):
+            t = time.time(); acc = LogisticRegression(C=C, max_iter=3000).fit(Xt, yt).score(Xv, yv)
+            row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
+                       backbone=name, size=emb.size, C=C, accuracy=acc, embed_s=round(embed_s, 1),
+                       fit_s=round(time.time() - t, 1), n_train=len(yt), n_valid=len(yv))
+            print(json.dumps(row), flush=True)
+            with open(ROOT/'bench'/'results'/'features.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
+
+if __name__ == '__main__':
+    main()
