@@ -33,7 +33,7 @@ def main():
         t = time.time(); Xt, Xv = embed_images(emb, It), embed_images(emb, Iv); embed_s = time.time() - t
         for C in (1, 3, 10, 30):
             t = time.time(); acc = LogisticRegression(C=C, max_iter=3000).fit(Xt, yt).score(Xv, yv)
-            row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
+            row = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), cpus=os.cpu_count(), load_avg_1m=round(os.getloadavg()[0], 2),
                        backbone=name, size=emb.size, C=C, accuracy=acc, embed_s=round(embed_s, 1),
                        fit_s=round(time.time() - t, 1), n_train=len(yt), n_valid=len(yv))
             print(json.dumps(row), flush=True)

@@ -1,4 +1,4 @@
-"frozen Lite0 body (BN in eval), train only the head with fastai, N epochs at SIZE"
+"frozen Lite0 body (BN in eval), train only the head with fastai, N epochs at SIZE; `squish`: whole photo resized, no crops"
 import pathlib  # noqa
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = ROOT.parent/'shared'/'datasets'/'trashnet'   # TrashNet (Thung & Yang 2016, MIT license)
@@ -13,7 +13,14 @@ def lite(weights=None, pretrained=True, name=arch):
     return nn.Sequential(_lite_body(name, pretrained=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))
 scan = scan_dataset(str(DATA))
 set_seed(42, reproducible=True)
-dls = get_dls(scan.root, size=size, bs=32, seed=42, num_workers=2, verbose=False, scan=scan)
+squish = 'squish' in sys.argv[5:]
+if squish:
+    from recycle_classifier.data import splitter_for
+    from recycle_classifier.core import SafePILImage
+    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=scan.classes)), get_y=parent_label,
+                    splitter=splitter_for(scan, 0.2, 42), item_tfms=Resize(size, method='squish'),
+                    batch_tfms=aug_transforms(flip_vert=True, max_rotate=20., max_warp=0.1)).dataloaders(scan.items, bs=32, num_workers=2, seed=42)
+else: dls = get_dls(scan.root, size=size, bs=32, seed=42, num_workers=2, verbose=False, scan=scan)
 model_meta[lite] = {'cut': -3, 'split': default_split, 'stats': HALF_STATS}
 learn = vision_learner(dls, lite, pretrained=True, custom_head=create_head(1280, dls.c), metrics=accuracy,
                        cbs=[FastCPUBatches(), BnFreeze()], train_bn=False, loss_func=CrossEntropyLossFlat())
@@ -22,6 +29,6 @@ for p in learn.model[0].parameters(): p.requires_grad_(False)
 t = time.time()
 learn.fit_one_cycle(epochs, lr)
 acc = float(learn.validate()[1]); tt = time.time() - t
-r = dict(mode='frozen', arch=arch, size=size, epochs=epochs, lr=lr, acc=acc, train_s=round(tt))
+r = dict(mode='frozen' + ('-squish' if squish else ''), arch=arch, size=size, epochs=epochs, lr=lr, acc=acc, train_s=round(tt))
 print(json.dumps(r), flush=True)
 open(RESULTS, 'a').write(json.dumps(r) + '\n')
