@@ -24,8 +24,9 @@ def main():
     ap.add_argument('backbones', nargs='+', help='e.g. mobilenet_v2@320 (size defaults to the backbone\'s own)')
     ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
     a = ap.parse_args()
-    load = lambda split: ([open_image(f) for f in image_files(Path(a.data)/split)],
-                          [f.parent.name for f in image_files(Path(a.data)/split)])
+    def load(split):
+        files = image_files(Path(a.data)/split)
+        return [open_image(f) for f in files], [f.parent.name for f in files]
     (It, yt), (Iv, yv) = load('train'), load('valid')
     for spec in a.backbones:
         name, _, size = spec.partition('@')

@@ -32,7 +32,9 @@ def offline_torch_home(tmp_path_factory):
 def trained(tmp_path_factory):
     "`recycle-classifier train` on the sample with the default architecture, small and fast; (model path, output)"
     out = tmp_path_factory.mktemp('models')/'sample.pkl'
-    r = cli('train', SAMPLE, '--epochs', '1', '--freeze-epochs', '1', '--size', '96', '--out', out)
+    # its own empty hub cache, so the bundled-weights path is taken whichever tests ran before
+    r = cli('train', SAMPLE, '--epochs', '1', '--freeze-epochs', '1', '--size', '96', '--out', out,
+            env={'TORCH_HOME': str(tmp_path_factory.mktemp('torch-home-train'))})
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r.stdout + r.stderr
 

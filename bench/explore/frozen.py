@@ -7,21 +7,15 @@ import sys, time, json, torch, torch.nn as nn
 from fastai.vision.all import *
 from recycle_classifier.data import get_dls, scan_dataset
 from recycle_classifier.train import FastCPUBatches
-from recycle_classifier.fewshot import _lite_body, HALF_STATS
+from recycle_classifier.backbones import efficientnet_lite, LITE_STATS
 arch, size, epochs, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-def lite(weights=None, pretrained=True, name=arch):
-    return nn.Sequential(_lite_body(name, pretrained=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))
+def lite(weights=None, pretrained=True):
+    return efficientnet_lite(int(arch[-1]), pretrained)
 scan = scan_dataset(str(DATA))
 set_seed(42, reproducible=True)
 squish = 'squish' in sys.argv[5:]
-if squish:
-    from recycle_classifier.data import splitter_for
-    from recycle_classifier.core import SafePILImage
-    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=scan.classes)), get_y=parent_label,
-                    splitter=splitter_for(scan, 0.2, 42), item_tfms=Resize(size, method='squish'),
-                    batch_tfms=aug_transforms(flip_vert=True, max_rotate=20., max_warp=0.1)).dataloaders(scan.items, bs=32, num_workers=2, seed=42)
-else: dls = get_dls(scan.root, size=size, bs=32, seed=42, num_workers=2, verbose=False, scan=scan)
-model_meta[lite] = {'cut': -3, 'split': default_split, 'stats': HALF_STATS}
+dls = get_dls(scan.root, size=size, bs=32, seed=42, num_workers=2, verbose=False, scan=scan, squish=squish)
+model_meta[lite] = {'cut': -3, 'split': default_split, 'stats': LITE_STATS}
 learn = vision_learner(dls, lite, pretrained=True, custom_head=create_head(1280, dls.c), metrics=accuracy,
                        cbs=[FastCPUBatches(), BnFreeze()], train_bn=False, loss_func=CrossEntropyLossFlat())
 learn.freeze()

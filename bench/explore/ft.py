@@ -8,12 +8,11 @@ from fastai.vision.all import *
 from recycle_classifier.data import get_dls, scan_dataset
 from recycle_classifier.train import FastCPUBatches
 from recycle_classifier.backbones import ARCHS, fetch_weights
-from recycle_classifier.fewshot import _lite_body, HALF_STATS
+from recycle_classifier.backbones import efficientnet_lite, LITE_STATS
 arch, size, epochs, freeze, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 extra = sys.argv[6:]
-def lite(weights=None, pretrained=True, name=arch):
-    body = _lite_body(name, pretrained=True)
-    return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))
+def lite(weights=None, pretrained=True):
+    return efficientnet_lite(int(arch[-1]), pretrained)
 scan = scan_dataset(str(DATA))
 set_seed(42, reproducible=True)
 dls = get_dls(scan.root, size=size, bs=32, seed=42, num_workers=2, verbose=False, scan=scan)
@@ -21,7 +20,7 @@ kw = {}
 if 'ls' in extra: kw['loss_func'] = LabelSmoothingCrossEntropyFlat()
 else: kw['loss_func'] = CrossEntropyLossFlat()
 if arch.startswith('efficientnet'):
-    model_meta[lite] = {'cut': -3, 'split': default_split, 'stats': HALF_STATS}
+    model_meta[lite] = {'cut': -3, 'split': default_split, 'stats': LITE_STATS}
     learn = vision_learner(dls, lite, pretrained=True, custom_head=create_head(1280, dls.c), metrics=accuracy, cbs=FastCPUBatches(), **kw)
 else:
     b = ARCHS[arch]; fetch_weights(b.weights)
