@@ -16,7 +16,7 @@ Also: the calibrated "none of these" threshold (5 known classes + 1 unknown) and
 from 5 photos. Results: bench/results/fewshot.jsonl (appended) and bench/results/fewshot.md (rebuilt from
 the jsonl's latest row per cell). Embeddings are cached under ~/.cache/recycle_classifier/fewshot-bench.
 
-Usage: nice -n 10 .venv/bin/python bench/bench_fewshot.py [--backbones mobilenet_v2,efficientnet_lite2]
+Usage: nice -n 10 .venv/bin/python bench/bench_fewshot.py [--backbones mobilenet_v2,efficientnet_lite0@320]
        [--skip-trained] [--steps 300] [--add-class-only]
 """
 import argparse, gzip, hashlib, json, os, platform, statistics, sys, time
@@ -65,6 +65,11 @@ def fashion_mnist(split: str, classes, per_class: int, seed: int = 0):
     idx = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in classes])
     return [Image.fromarray(x[i]).convert('RGB') for i in idx], y[idx].astype(int)
 
+def embedder(spec: str):
+    "A frozen ImageNet embedder from 'arch' or 'arch@size' (e.g. efficientnet_lite0@320)"
+    arch, _, size = spec.partition('@')
+    return fsl.imagenet_embedder(arch, int(size) if size else fsl.LITE_SIZES.get(arch, 224))
+
 # ---------------------------------------------------------------- cached features
 def cached(key: str, fn) -> torch.Tensor:
     "fn() computed once and kept in the cache folder as .npy"
@@ -109,15 +114,15 @@ def record(rows, bench, method, backbone, accs_by_cell, **info):
 
 def train_both(arch, feats, labels, steps, ways):
     "An episodically fine-tuned tail and a Siamese network trained on the same base-class features"
-    ft = fsl.imagenet_embedder(arch)
+    ft = embedder(arch)
     fsl.episodic_finetune(ft, feats, labels, n_train=N_TRAIN, ways=ways, shots=5, queries=10, steps=steps, lr=LR)
-    siam = fsl.train_siamese(fsl.imagenet_embedder(arch), feats, labels, n_train=N_TRAIN, steps=steps, pairs=32, lr=LR)
+    siam = fsl.train_siamese(embedder(arch), feats, labels, n_train=N_TRAIN, steps=steps, pairs=32, lr=LR)
     return ft, siam
 
 def trained_rows(rows, arch, tn_feats, tn_y, tn_names, fm_base_feats, fm_base_y, fm_feats, fm_y, steps):
     "Fine-tuned prototypes and Siamese, always evaluated on classes their training never saw"
     ft_cells, si_cells, fr_cells = {}, {}, {}
-    frozen_emb = fsl.imagenet_embedder(arch)
+    frozen_emb = embedder(arch)
     z_frozen = fsl.tail_embed(frozen_emb, tn_feats, N_TRAIN)
     for h, (train_half, test_half) in enumerate([TN_HALVES, TN_HALVES[::-1]]):
         tr = np.isin(tn_y, [tn_names.index(c) for c in train_half])
@@ -146,7 +151,7 @@ def trained_rows(rows, arch, tn_feats, tn_y, tn_names, fm_base_feats, fm_base_y,
 
 def time_add_class(arch, tn_paths, tn_y, tn_names, repeats=5) -> dict:
     "Seconds to add a class from 5 photo files (open, embed, prototype, recalibrate) to a 6-class model"
-    emb = fsl.imagenet_embedder(arch)
+    emb = embedder(arch)
     model = fsl.FewShotModel(emb)
     rng = np.random.default_rng(0)
     for i, c in enumerate(tn_names):
@@ -183,8 +188,9 @@ def markdown(rows) -> str:
              'tested on the other, both ways round (300 + 300 episodes), and the frozen row uses the same episodes. '
              'TrashNet 6-way and Fashion-MNIST 5-way: encoders trained on the Fashion-MNIST base classes (T-shirt, '
              'pullover, coat, shirt, bag); Fashion-MNIST episodes use only the novel classes (trouser, dress, sandal, '
-             'sneaker, ankle boot). Fine-tuning trains the last block of MobileNetV2 (the 1x1 convolution to 1,280 '
-             'channels) with the Prototypical Networks loss; the Siamese encoder is the same block, followed by L1 '
+             'sneaker, ankle boot). A backbone written arch@N embeds photos at N px (otherwise at the size it was trained at: '
+             '224 px for both). Fine-tuning trains the last block of the body (in MobileNetV2 and EfficientNet-Lite0 alike, the 1x1 '
+             'convolution to 1,280 channels) with the Prototypical Networks loss; the Siamese encoder is the same block, followed by L1 '
              'distance, a linear layer and a sigmoid, trained on same/different pairs. The linear layer\'s weights '
              'are kept at or below zero (a learned weighted L1 distance): left unconstrained as in Koch et al. 2015, '
              'the network trained on Fashion-MNIST scored 11.8 ± 0.3 and 8.6 ± 0.3 on TrashNet 6-way 1- and '
@@ -207,7 +213,7 @@ def markdown(rows) -> str:
 def main():
     global N_TRAIN
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--backbones', default='mobilenet_v2', help='comma-separated ImageNet backbones')
+    ap.add_argument('--backbones', default='mobilenet_v2', help='comma-separated ImageNet backbones, each arch or arch@size')
     ap.add_argument('--skip-trained', action='store_true', help='frozen prototypes only')
     ap.add_argument('--steps', type=int, default=300, help='training episodes / pair batches')
     ap.add_argument('--train-blocks', type=int, default=N_TRAIN, help=f'last blocks to train (at most {PREFIX_N})')
@@ -233,9 +239,9 @@ def main():
                    date=time.strftime('%Y-%m-%d'))
         for arch in args.backbones.split(','):
             rows = []
-            emb = fsl.imagenet_embedder(arch)
+            emb = embedder(arch)
             log(f'{arch}: {len(tn_paths)} TrashNet photos, {len(fm_y)} Fashion-MNIST novel-class photos')
-            if arch == 'mobilenet_v2':  # the prefix is shared by the frozen, fine-tuned and Siamese rows
+            if not args.skip_trained:  # the prefix is shared by the frozen, fine-tuned and Siamese rows
                 tn_feats = prefix_features(emb, 'trashnet', lambda: open_all(tn_paths), len(tn_paths))
                 fm_feats = prefix_features(emb, 'fmnist-novel-test-100', fm_ims, len(fm_y))
                 z_tn, z_fm = fsl.tail_embed(emb, tn_feats, N_TRAIN), fsl.tail_embed(emb, fm_feats, N_TRAIN)
@@ -249,7 +255,7 @@ def main():
             rows.append(dict(fsl.open_set_episodes(z_tn, tn_y, 5, 5, QUERIES, EPISODES), benchmark='open set',
                              method='frozen prototypes', backbone=arch, kind='open', **env))
             log(rows[-1])
-            if arch == 'mobilenet_v2' and not args.skip_trained:
+            if not args.skip_trained:
                 fm_base_feats = prefix_features(emb, 'fmnist-base-train-300', lambda: fashion_mnist('train', FM_BASE, 300)[0],
                                                 len(fm_base_y))
                 trained_rows(rows, arch, tn_feats, tn_y, tn_names, fm_base_feats, fm_base_y, fm_feats, fm_y, args.steps)

@@ -496,6 +496,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'recycle_classifier/fewshot.py'),
                                             'recycle_classifier.fewshot.check_episodes': ( 'fewshot.html#check_episodes',
                                                                                            'recycle_classifier/fewshot.py'),
+                                            'recycle_classifier.fewshot.check_size': ( 'fewshot.html#check_size',
+                                                                                       'recycle_classifier/fewshot.py'),
                                             'recycle_classifier.fewshot.class_folders': ( 'fewshot.html#class_folders',
                                                                                           'recycle_classifier/fewshot.py'),
                                             'recycle_classifier.fewshot.cmd_add': ('fewshot.html#cmd_add', 'recycle_classifier/fewshot.py'),

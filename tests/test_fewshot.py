@@ -205,6 +205,8 @@ def test_cli_build_add_predict(tmp_path, capsys):
     model = tmp_path/'models'/'bins.fewshot'
     rc, out, err = cli('build', d, '--out', model)
     assert rc == 0 and 'broken.jpg' in err and '2 classes' in out and model.exists()
+    backbone = fsl.read_meta(model)[0]['backbone']   # the default embedding
+    assert (backbone['arch'], backbone['size'], backbone['mean']) == ('efficientnet_lite0', 320, [0.5, 0.5, 0.5])
     from recycle_classifier.cli import main
     paper = fsl.class_folders(SAMPLE_DIR/'train')['paper'][:5]
     assert main(['fewshot', 'add', str(model), 'paper', *map(str, paper)]) == 0
@@ -236,4 +238,19 @@ def test_cli_eval_on_sample(capsys):
     assert main(['fewshot', 'eval', str(SAMPLE_DIR), '--ways', '3', '--shots', '5', '--episodes', '100', '--queries', '5',
                  '--max-per-class', '12', '--json']) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r['episodes'] == 100 and 45 < r['acc'] <= 100 and r['ci95'] > 0 and r['backbone'] == 'mobilenet_v2'
+    assert r['episodes'] == 100 and 45 < r['acc'] <= 100 and r['ci95'] > 0 and r['backbone'] == 'efficientnet_lite0'
+
+def test_cli_size_is_saved_and_used_after_reload(tmp_path, capsys):
+    from recycle_classifier.cli import main
+    d = support_dir(tmp_path, ('glass', 'metal'), n=3)
+    model = tmp_path/'small.fewshot'
+    assert main(['fewshot', 'build', str(d), '--out', str(model), '--backbone', 'mobilenet_v2', '--size', '160']) == 0
+    m = fsl.load_fewshot(model)
+    assert m.embedder.size == 160 and fsl.read_meta(model)[0]['backbone']['size'] == 160
+    photo = fsl.load_photos(fsl.class_folders(SAMPLE_DIR/'valid')['glass'][:1])[0]
+    at160 = fsl.imagenet_embedder('mobilenet_v2', 160).embed(photo)
+    assert torch.allclose(m.embedder.embed(photo), at160, atol=1e-5)
+    assert not torch.allclose(fsl.imagenet_embedder('mobilenet_v2').embed(photo), at160, atol=1e-3)
+    capsys.readouterr()
+    assert main(['fewshot', 'build', str(d), '--out', str(tmp_path/'x.fewshot'), '--size', '8']) == 2
+    assert 'choose an image size from 32 to 1024' in capsys.readouterr().err
