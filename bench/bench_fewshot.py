@@ -188,8 +188,9 @@ def markdown(rows) -> str:
              'tested on the other, both ways round (300 + 300 episodes), and the frozen row uses the same episodes. '
              'TrashNet 6-way and Fashion-MNIST 5-way: encoders trained on the Fashion-MNIST base classes (T-shirt, '
              'pullover, coat, shirt, bag); Fashion-MNIST episodes use only the novel classes (trouser, dress, sandal, '
-             'sneaker, ankle boot). A backbone written arch@N embeds photos at N px (otherwise at the size it was trained at: '
-             '224 px for both). Fine-tuning trains the last block of the body (in MobileNetV2 and EfficientNet-Lite0 alike, the 1x1 '
+             'sneaker, ankle boot). A backbone written arch@N embeds photos at N px; a bare name embeds at the size it was '
+             'trained at on ImageNet (224 px for mobilenet_v2 and efficientnet_lite0). The package\'s few-shot default is '
+             'efficientnet_lite0@320. Fine-tuning trains the last block of the body (in MobileNetV2 and EfficientNet-Lite0 alike, the 1x1 '
              'convolution to 1,280 channels) with the Prototypical Networks loss; the Siamese encoder is the same block, followed by L1 '
              'distance, a linear layer and a sigmoid, trained on same/different pairs. The linear layer\'s weights '
              'are kept at or below zero (a learned weighted L1 distance): left unconstrained as in Koch et al. 2015, '
@@ -213,7 +214,7 @@ def markdown(rows) -> str:
 def main():
     global N_TRAIN
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--backbones', default='mobilenet_v2', help='comma-separated ImageNet backbones, each arch or arch@size')
+    ap.add_argument('--backbones', default='efficientnet_lite0@320,mobilenet_v2', help='comma-separated ImageNet backbones, each arch or arch@size')
     ap.add_argument('--skip-trained', action='store_true', help='frozen prototypes only')
     ap.add_argument('--steps', type=int, default=300, help='training episodes / pair batches')
     ap.add_argument('--train-blocks', type=int, default=N_TRAIN, help=f'last blocks to train (at most {PREFIX_N})')

@@ -106,6 +106,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                    'recycle_classifier/backbones.py'),
                                               'recycle_classifier.backbones._install_checkpoint': ( 'backbones.html#_install_checkpoint',
                                                                                                     'recycle_classifier/backbones.py'),
+                                              'recycle_classifier.backbones._lite_missing': ( 'backbones.html#_lite_missing',
+                                                                                              'recycle_classifier/backbones.py'),
                                               'recycle_classifier.backbones._plain_conv': ( 'backbones.html#_plain_conv',
                                                                                             'recycle_classifier/backbones.py'),
                                               'recycle_classifier.backbones._plain_convs': ( 'backbones.html#_plain_convs',

@@ -239,6 +239,11 @@ def test_cli_eval_on_sample(capsys):
                  '--max-per-class', '12', '--json']) == 0
     r = json.loads(capsys.readouterr().out)
     assert r['episodes'] == 100 and 45 < r['acc'] <= 100 and r['ci95'] > 0 and r['backbone'] == 'efficientnet_lite0'
+    assert r['size'] == 320
+    assert main(['fewshot', 'eval', str(SAMPLE_DIR), '--ways', '3', '--shots', '1', '--episodes', '20', '--queries', '2',
+                 '--max-per-class', '3', '--backbone', 'mobilenet_v2', '--size', '64', '--json']) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert (small['backbone'], small['size'], small['episodes']) == ('mobilenet_v2', 64, 20)
 
 def test_cli_size_is_saved_and_used_after_reload(tmp_path, capsys):
     from recycle_classifier.cli import main

@@ -468,9 +468,11 @@ def test_ctrl_c_leaves_a_consistent_folder_and_resumes(photos, tmp_path):
         dest = tmp_path/'data'
         args = ['scrape', '--classes', 'paper', '--dest', str(dest), '--workers', '2', '--max-per-class', '16',
                 '--search-url', site.search_url, '--timeout', '5']
-        # a shell that runs this suite in the background makes its children ignore SIGINT: give Ctrl-C back
-        proc = subprocess.Popen(CLI + args, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # a shell that runs this suite in the background makes it (and so its children) ignore SIGINT; a handled
+        # signal is reset to the default in the child, so handle it here while the child starts
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try: proc = subprocess.Popen(CLI + args, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally: signal.signal(signal.SIGINT, previous)
         deadline = time.monotonic() + 60
         while sum(r['status'] == 'kept' for r in read_manifest(dest)) < 3 and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()

