@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import torch
 from sklearn.linear_model import LogisticRegression
-from recycle_classifier.fewshot import imagenet_embedder, LITE_SIZES
+from bench_fewshot import embedder
 from recycle_classifier.clean import embed_images
 from recycle_classifier.core import open_image, image_files
 
@@ -29,8 +29,7 @@ def main():
         return [open_image(f) for f in files], [f.parent.name for f in files]
     (It, yt), (Iv, yv) = load('train'), load('valid')
     for spec in a.backbones:
-        name, _, size = spec.partition('@')
-        emb = imagenet_embedder(name, int(size) if size else LITE_SIZES.get(name, 224))
+        emb = embedder(spec)
         t = time.time(); Xt, Xv = embed_images(emb, It), embed_images(emb, Iv); embed_s = time.time() - t
         for C in (1, 3, 10, 30):
             t = time.time(); acc = LogisticRegression(C=C, max_iter=3000).fit(Xt, yt).score(Xv, yv)

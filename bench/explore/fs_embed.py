@@ -4,15 +4,16 @@ DATA = ROOT.parent/'shared'/'datasets'/'trashnet'   # TrashNet (Thung & Yang 201
 import sys, time, numpy as np, torch
 from pathlib import Path
 from PIL import ImageOps
-from recycle_classifier.fewshot import imagenet_embedder, LITE_SIZES
+sys.path.insert(0, str(ROOT/'bench'))
+from bench_fewshot import embedder
 from recycle_classifier.core import open_image, image_files
 torch.set_num_threads(2)
 D = Path(str(DATA))
 fs = image_files(D/'train') + image_files(D/'valid')
 ims = [open_image(f) for f in fs]; y = np.array([f.parent.name for f in fs])
 for arch in sys.argv[1:]:
-    name, _, size = arch.partition('@')
-    emb = imagenet_embedder(name, int(size) if size else LITE_SIZES.get(name, 224))
+    name = arch.partition('@')[0]
+    emb = embedder(arch)
     body = emb.body.to(memory_format=torch.channels_last)
     t = time.time()
     with torch.no_grad():

@@ -4,14 +4,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = ROOT.parent/'shared'/'datasets'/'trashnet'   # TrashNet (Thung & Yang 2016, MIT license)
 import sys, time, numpy as np, torch
 from PIL import ImageOps
-from recycle_classifier.fewshot import imagenet_embedder, LITE_SIZES
+sys.path.insert(0, str(ROOT/'bench'))
+from bench_fewshot import embedder
 from recycle_classifier.core import open_image, image_files
 torch.set_num_threads(2)
 fs = image_files(DATA/'train') + image_files(DATA/'valid')
 ims = [open_image(f) for f in fs]; y = np.array([f.parent.name for f in fs])
 for arch in sys.argv[1:]:
-    name, _, size = arch.partition('@')
-    emb = imagenet_embedder(name, int(size) if size else LITE_SIZES.get(name, 224))
+    name = arch.partition('@')[0]
+    emb = embedder(arch)
     mods = list(emb.body.children())
     if len(mods) < 6: mods = list(mods[0].children())  # mobilenet_v2: body = Sequential(features)
     feats = {}
