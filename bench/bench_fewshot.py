@@ -27,8 +27,20 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recycle_classifier import fewshot as fsl  # noqa: E402
-from recycle_classifier.core import open_image  # noqa: E402
+sys.path.insert(0, str(ROOT/'bench'))
+import types  # noqa: E402
+from recycle_classifier import fewshot as _fs  # noqa: E402
+from recycle_classifier.embed import Embedder  # noqa: E402
+from recycle_classifier.images import open_image  # noqa: E402
+from recycle_classifier.protomodel import unit_features  # noqa: E402
+import fewshot_research as _research  # noqa: E402
+
+# the package's few-shot stage and the research code moved out of it (issue #12), under one name
+fsl = types.SimpleNamespace(**{k: getattr(_fs, k) for k in _fs.__all__}, **{k: getattr(_research, k) for k in _research.__all__})
+fsl.LITE_SIZES = {'efficientnet_lite0': 224, 'efficientnet_lite1': 240, 'efficientnet_lite2': 260}  # as trained on ImageNet
+fsl.class_folders = _fs.support_files
+# a private torch embedder: fine-tuning changes its body in place (the shared `get_embedder` ones must not change)
+fsl.imagenet_embedder = lambda arch, size=None: Embedder(arch, size or fsl.LITE_SIZES.get(arch, 224), engine='torch-fp32')
 
 TRASHNET = Path(os.environ.get('TRASHNET', ROOT.parent/'shared'/'datasets'/'trashnet'))
 FMNIST = Path(os.environ.get('FASHION_MNIST', '/usr/share/datasets/fashion-mnist'))
@@ -88,7 +100,7 @@ def prefix_features(emb, name, images_fn, n):
 
 def full_embeddings(emb, name, images_fn, n):
     "Frozen embeddings of `n` photos, cached"
-    return cached(f'embed|{emb.arch}|{emb.size}|{name}|{n}', lambda: emb.embed(images_fn()))
+    return cached(f'embed|{emb.arch}|{emb.size}|{name}|{n}', lambda: unit_features(emb, images_fn()))
 
 def open_all(paths):
     "Open photos (the benchmark's data is known to be readable)"
@@ -152,17 +164,15 @@ def trained_rows(rows, arch, tn_feats, tn_y, tn_names, fm_base_feats, fm_base_y,
 def time_add_class(arch, tn_paths, tn_y, tn_names, repeats=5) -> dict:
     "Seconds to add a class from 5 photo files (open, embed, prototype, recalibrate) to a 6-class model"
     emb = embedder(arch)
-    model = fsl.FewShotModel(emb)
     rng = np.random.default_rng(0)
-    for i, c in enumerate(tn_names):
-        model.add_embeddings(c, emb.embed(open_all([tn_paths[j] for j in rng.choice(np.flatnonzero(tn_y == i), 5)])))
+    model = _fs.fewshot_model({c: unit_features(emb, open_all([tn_paths[j] for j in rng.choice(np.flatnonzero(tn_y == i), 5)]))
+                               for i, c in enumerate(tn_names)}, emb)
     times, cpu = [], []
     for r in range(repeats):
         files = [tn_paths[j] for j in rng.choice(np.flatnonzero(tn_y == r % 6), 5, replace=False)]
         t, c = time.perf_counter(), time.process_time()
-        model.add_class(f'new{r}', open_all(files))
+        _fs.add_fewshot_class(model, f'new{r}', open_all(files))
         times.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
-        model.remove_class(f'new{r}')
     return dict(benchmark='add a class', backbone=arch, photos=5, repeats=repeats,
                 median_s=round(statistics.median(times), 3), min_s=round(min(times), 3),
                 median_cpu_s=round(statistics.median(cpu), 3),

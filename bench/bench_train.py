@@ -1,169 +1,189 @@
-"""Benchmark the default training recipe on full TrashNet (train -> valid) against two references, side by side.
+"""Benchmark `train` on full TrashNet (train 1,768 -> valid 328) against the references, side by side.
 
-Recipes, each run in its own process (so peak memory is its own):
-  ours      recycle_classifier.train.train() with our laptop recipe (OURS below): EfficientNet-Lite0, body frozen,
-            head trained 3 epochs on whole photos squished to 320 px
-  fastai    fastai's book ch. 2 recipe: vision_learner(mobilenet_v2) + RandomResizedCrop(224, 0.5) + aug_transforms
-            + fine_tune(3), batch 32, no other changes
-  logreg    logistic regression on frozen ImageNet MobileNetV2 features (centre crop 224)
-Then, for the exported model of `ours`: single-image and batched inference latency (medians), and the per-step
-speed of fastai's default batches vs FastCPUBatches (median of several steps, same batch, same model).
-
-Prints a table and appends one JSON line per run to bench/results/train.jsonl; writes bench/results/train.md.
+Parts (each in its own process so peak memory is its own; run each under the CPU lock, each well under 8 min):
+  ours     the default recipe: cold run (empty feature cache, a fresh process, wall time and peak memory), then seeds
+           1 and 2 from the warm cache (mean of 3 seeds with spread), 5-fold CV on train, and a re-train after
+           relabelling 5% of the training photos (a fresh process, warm cache)
+  embed    embedding speed per engine (ONNX Runtime fp32, torch bfloat16 where the CPU has it, torch fp32)
+  sixflag  the previous laptop recipe (--recipe finetune --arch efficientnet_lite0 --size 320 --epochs 0
+           --freeze-epochs 3 --lr 1e-2 --squish)
+  fastai   fastai's book ch. 2 recipe: vision_learner(mobilenet_v2) + RandomResizedCrop(224, 0.5) + aug_transforms
+           + fine_tune(3)
+Appends JSON lines to bench/results/train.jsonl and rewrites bench/results/train.md from the latest row of each part.
 Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
 
-    .venv/bin/python bench/bench_train.py [--data ../shared/datasets/trashnet] [--only ours,fastai,logreg] [--size PX]
+    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_train.py --part ours     # then embed, sixflag, fastai
 """
-import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
+PY = sys.executable
 
 
-# our laptop recipe: the same as
-#   recycle-classifier train DATA --arch efficientnet_lite0 --size 320 --epochs 0 --freeze-epochs 3 --lr 1e-2 --squish
-OURS = dict(arch='efficientnet_lite0', size=320, epochs=0, freeze_epochs=3, lr=1e-2, squish=True)
+def peak_mb(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-def run_ours(data, out, size=None):
+
+def child_train(data, out, cache, seed, extra):
+    "One `train` in this process: print its metrics, wall time and peak memory"
+    t = time.time()
     from recycle_classifier.train import train
-    learn, m = train(data, out=out, **{**OURS, 'size': size or OURS['size']})
-    return dict(accuracy=m['accuracy'], **{k: m[k] for k in ('arch', 'epochs', 'freeze_epochs', 'size', 'lr', 'squish')})
+    learn, m = train(data, out=out, cache_dir=cache, seed=seed, verbose=False, **extra)
+    keep = ('accuracy', 'embed_seconds', 'train_seconds', 'cache_hits', 'cache_misses', 'recipe')
+    print('RESULT ' + json.dumps(dict({k: m.get(k) for k in keep}, wall_s=round(time.time() - t, 1), peak_rss_mb=peak_mb())))
 
 
-def run_fastai(data, out):
+def child_fastai(data):
+    t = time.time()
     from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, parent_label,
                                    GrandparentSplitter, RandomResizedCrop, aug_transforms, vision_learner, accuracy)
     from recycle_classifier.backbones import ARCHS, fetch_weights
     b = ARCHS['mobilenet_v2']; fetch_weights(b.weights)
     dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                     splitter=GrandparentSplitter(train_name='train', valid_name='valid'),
-                    item_tfms=RandomResizedCrop(224, min_scale=0.5), batch_tfms=aug_transforms()
-                    ).dataloaders(data, bs=32)
+                    item_tfms=RandomResizedCrop(224, min_scale=0.5), batch_tfms=aug_transforms()).dataloaders(data, bs=32)
     learn = vision_learner(dls, b.arch, weights=b.weights, metrics=accuracy)
-    learn.fine_tune(3)
-    return dict(accuracy=float(learn.validate()[1]), epochs=3, freeze_epochs=1, size=224)
+    with learn.no_bar(): learn.fine_tune(3)
+    print('RESULT ' + json.dumps(dict(accuracy=float(learn.validate()[1]), wall_s=round(time.time() - t, 1), peak_rss_mb=peak_mb())))
 
 
-def run_logreg(data, out):
+def run(args):
+    "Run this script with `args` in a fresh process; its RESULT line as a dict, and the wall time"
+    t = time.time()
+    p = subprocess.run([PY, __file__, *map(str, args)], capture_output=True, text=True)
+    line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
+    if p.returncode or not line: print(p.stdout[-3000:], p.stderr[-3000:]); sys.exit(f'{args} failed')
+    return json.loads(line[0][7:]), round(time.time() - t, 1)
+
+
+def cv_on_train(data, cache, folds=5, seed=0):
+    "5-fold cross-validated accuracy of the default head on the training photos (features from the warm cache)"
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+    from recycle_classifier.train import training_split, fit_head, head_probs, FEATURE_DEFAULTS as D
+    from recycle_classifier.embed import get_embedder, FeatureCache
+    from fastai.vision.all import parent_label
+    root, classes, train, _ = training_split(data)
+    f, ok, _ = FeatureCache(cache).features(get_embedder(D['bodies']), train, D['views'])
+    y = np.array([classes.index(parent_label(p)) for p in ok])
+    accs = []
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(f, y):
+        h, m, s = fit_head(f[tr], y[tr], len(classes), seed=seed, **{k: D[k] for k in ('hidden', 'in_drop', 'drop', 'epochs', 'bs', 'lr', 'wd', 'label_smoothing')})
+        accs.append(float((head_probs(h, m, s, f[te]).argmax(1) == y[te]).mean()))
+    return accs
+
+
+def relabelled_copy(data, dest, frac=0.05, seed=0):
+    "A copy of `data` (symlinks) with `frac` of the training photos moved to another class folder"
+    import random
+    shutil.copytree(data, dest, symlinks=True, copy_function=lambda s, d: os.symlink(os.path.abspath(s), d))
+    photos = sorted((dest/'train').glob('*/*.jpg'))
+    classes = sorted(d.name for d in (dest/'train').iterdir())
+    rng = random.Random(seed)
+    for p in rng.sample(photos, int(len(photos) * frac)):
+        other = rng.choice([c for c in classes if c != p.parent.name])
+        p.rename(dest/'train'/other/p.name)
+    return int(len(photos) * frac)
+
+
+def part_ours(data):
+    tmp = Path(tempfile.mkdtemp()); cache = tmp/'cache'
+    cold, cold_wall = run(['--child', 'train', '--data', data, '--out', tmp/'m0.pkl', '--cache', cache, '--seed', 42])
+    seeds = [cold] + [run(['--child', 'train', '--data', data, '--out', tmp/f'm{s}.pkl', '--cache', cache, '--seed', s])[0] for s in (1, 2)]
+    accs = [r['accuracy'] for r in seeds]
+    cv = cv_on_train(data, cache)
+    n = relabelled_copy(data, tmp/'relabelled')
+    warm, warm_wall = run(['--child', 'train', '--data', tmp/'relabelled', '--out', tmp/'r.pkl', '--cache', cache, '--seed', 42])
+    shutil.rmtree(tmp)
+    return dict(part='ours', valid_accuracy_seeds=accs, valid_mean=statistics.mean(accs), valid_sd=statistics.stdev(accs),
+                cv5_train=cv, cv5_mean=statistics.mean(cv), cold_wall_s=cold_wall, cold_embed_s=cold['embed_seconds'],
+                cold_head_s=cold['train_seconds'], peak_rss_mb=max(r['peak_rss_mb'] for r in seeds + [warm]),
+                relabelled=n, warm_relabel_wall_s=warm_wall, warm_cache_misses=warm['cache_misses'])
+
+
+def part_embed(data, n=64):
+    "Milliseconds per photo and view of each body in each engine (median of 3 batches of 8 photos)"
     import numpy as np, torch
-    from sklearn.linear_model import LogisticRegression
-    from recycle_classifier.backbones import ARCHS, imagenet_model
-    from recycle_classifier.core import open_image, image_files
-    model = imagenet_model('mobilenet_v2').eval()
-    tfm = ARCHS['mobilenet_v2'].weights.transforms()
-    def features(split):
-        files = image_files(Path(data)/split)
-        xs, ys = [], []
-        with torch.no_grad():
-            for i in range(0, len(files), 64):
-                batch = torch.stack([tfm(open_image(f)) for f in files[i:i+64]])
-                xs.append(model.classifier[:-1](torch.flatten(
-                    torch.nn.functional.adaptive_avg_pool2d(model.features(batch), 1), 1)).numpy())
-        return np.concatenate(xs), [f.parent.name for f in files]
-    (xt, yt), (xv, yv) = features('train'), features('valid')
-    clf = LogisticRegression(max_iter=2000, C=1.0).fit(xt, yt)
-    return dict(accuracy=float((clf.predict(xv) == np.array(yv)).mean()))
-
-
-def latency(model_path, data, n=20):
-    "Median single-photo latency (load+predict) and batched throughput of the exported model"
-    from recycle_classifier.export import load_model, predict_paths
-    from recycle_classifier.core import image_files
-    learn = load_model(model_path)
-    files = image_files(Path(data)/'valid')
-    list(predict_paths(learn, files[:2]))  # warm-up
-    singles = []
-    for f in files[:n]:
-        t = time.perf_counter(); list(predict_paths(learn, [f])); singles.append(time.perf_counter() - t)
-    batch = files[:128]
-    t = time.perf_counter(); list(predict_paths(learn, batch, bs=64)); tb = time.perf_counter() - t
-    return dict(single_ms_median=1000*statistics.median(singles), batched_ms_per_image=1000*tb/len(batch))
-
-
-def step_speed(data, steps=6):
-    "Median seconds per training step: fastai's default batches vs FastCPUBatches, same batch and model"
-    import torch
-    from fastai.vision.all import vision_learner, accuracy
-    from recycle_classifier.backbones import ARCHS
-    from recycle_classifier.data import get_dls
-    from recycle_classifier.train import FastCPUBatches
-    b = ARCHS['mobilenet_v2']
-    dls = get_dls(data, size=224, bs=32, verbose=False)
-    xb, yb = dls.one_batch()
-    out = {}
-    for name, cbs in (('fastai_default', []), ('fast_cpu_batches', [FastCPUBatches()])):
-        learn = vision_learner(dls, b.arch, weights=b.weights, metrics=accuracy, cbs=cbs)
-        learn.unfreeze(); learn.create_opt()
-        learn.opt.zero_grad()
-        if cbs: learn.model.to(memory_format=torch.channels_last)
-        times = []
-        for _ in range(steps):
-            learn.xb, learn.yb = (xb,), (yb,)
-            t = time.perf_counter()
-            for cb in cbs: cb.learn = learn; cb.before_batch()
-            loss = learn.loss_func(learn.model(*learn.xb), yb); loss.backward(); learn.opt.step(); learn.opt.zero_grad()
-            times.append(time.perf_counter() - t)
-        out[name] = statistics.median(times[1:])
-    out['speedup'] = out['fastai_default'] / out['fast_cpu_batches']
+    from recycle_classifier.embed import Embedder, bf16_supported, onnxruntime_available
+    from recycle_classifier.images import open_images
+    from recycle_classifier.layout import image_files
+    ims = [im for _, im in open_images(image_files(Path(data)/'valid')[:24])[0]]
+    engines = (['onnxruntime'] if onnxruntime_available() else []) + (['torch'] if bf16_supported() else []) + ['torch-fp32']
+    out = dict(part='embed', bf16_cpu=bf16_supported())
+    for arch, size in (('efficientnet_lite0', 384), ('mobilenet_v2', 320)):
+        for eng in engines:
+            e = Embedder(arch, size, engine=eng)
+            x = e.load(ims[:8]); e.embed_batch(x, ('orig', 'flip'))
+            ts = []
+            for i in range(3):
+                x = e.load(ims[8*i:8*i+8]); t = time.perf_counter(); e.embed_batch(x, ('orig', 'flip')); ts.append(time.perf_counter() - t)
+            out[f'{arch}@{size} {e.engine.name}'] = round(statistics.median(ts) / 16 * 1000, 1)
     return out
 
 
-def child(recipe, data, out, size=None):
-    "Run one recipe in this process and print its JSON result"
-    t = time.time()
-    res = dict(recipe=recipe, **(run_ours(data, out, size) if recipe == 'ours' else
-                                 {'fastai': run_fastai, 'logreg': run_logreg}[recipe](data, out)))
-    res['wall_s'] = round(time.time() - t, 1)
-    res['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if recipe == 'ours':
-        res.update(latency(out, data))
-        res['step_seconds'] = step_speed(data)
-    print('RESULT ' + json.dumps(res), flush=True)
+def part_sixflag(data):
+    tmp = Path(tempfile.mkdtemp())
+    r, wall = run(['--child', 'sixflag', '--data', data, '--out', tmp/'m.pkl', '--cache', tmp/'c', '--seed', 42])
+    shutil.rmtree(tmp)
+    return dict(part='sixflag', accuracy=r['accuracy'], wall_s=wall, peak_rss_mb=r['peak_rss_mb'])
+
+
+def part_fastai(data):
+    r, wall = run(['--child', 'fastai', '--data', data])
+    return dict(part='fastai', accuracy=r['accuracy'], wall_s=wall, peak_rss_mb=r['peak_rss_mb'])
+
+
+SIXFLAG = dict(recipe='finetune', arch='efficientnet_lite0', size=320, epochs=0, freeze_epochs=3, lr=1e-2, squish=True)
+
+
+def table(rows):
+    "The README table from the latest row of each part"
+    last = {r['part']: r for r in rows if 'part' in r}
+    L = ['| recipe | TrashNet valid accuracy | 5-fold CV on train | wall time, cold | re-train after relabelling 5%, warm | peak memory |',
+         '|---|---|---|---|---|---|']
+    if 'ours' in last:
+        o = last['ours']
+        L.append(f"| default `train` (features) | {o['valid_mean']:.1%} ± {o['valid_sd']:.1%} (seeds: " +
+                 ', '.join(f'{a:.1%}' for a in o['valid_accuracy_seeds']) + f") | {o['cv5_mean']:.1%} | {o['cold_wall_s']:.0f} s "
+                 f"(embedding {o['cold_embed_s']:.0f} s) | {o['warm_relabel_wall_s']:.0f} s | {o['peak_rss_mb']} MB |")
+    for k, name in (('sixflag', 'previous laptop recipe (six flags)'), ('fastai', "fastai book ch. 2 (mobilenet_v2)")):
+        if k in last:
+            r = last[k]; L.append(f"| {name} | {r['accuracy']:.1%} | | {r['wall_s']:.0f} s | a full re-run | {r['peak_rss_mb']} MB |")
+    if 'embed' in last:
+        e = last['embed']
+        L += ['', 'Embedding, ms per photo and view (batches of 8 photos and their mirror images, median of 3): ' +
+              '; '.join(f'{k} {v}' for k, v in e.items() if '@' in k) + f"; CPU has bfloat16: {e['bf16_cpu']}."]
+    dates = sorted({r['date'] for r in last.values()})
+    L += ['', f"Measured {dates[0]} to {dates[-1]} on {os.cpu_count()} CPU cores ({platform.machine()}), each part under "
+              'the CPU lock; TrashNet train (1,768) -> valid (328), Thung & Yang 2016, MIT license.']
+    return '\n'.join(L) + '\n'
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
-    ap.add_argument('--only', default='ours,fastai,logreg')
-    ap.add_argument('--size', type=int, default=None, help="image size for `ours` (default: the recipe's)")
+    ap.add_argument('--part', default='ours', help='ours, embed, sixflag or fastai (comma-separated)')
     ap.add_argument('--child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--out', default=None, help=argparse.SUPPRESS)
+    ap.add_argument('--cache', default=None, help=argparse.SUPPRESS)
+    ap.add_argument('--seed', type=int, default=42, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child: return child(a.child, a.data, a.out, a.size)
+    if a.child == 'train': return child_train(a.data, a.out, a.cache, a.seed, {})
+    if a.child == 'sixflag': return child_train(a.data, a.out, a.cache, a.seed, SIXFLAG)
+    if a.child == 'fastai': return child_fastai(a.data)
     if not (Path(a.data)/'train').is_dir(): sys.exit(f'no TrashNet at {a.data} (expected {a.data}/train/<class>/)')
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp())
-    rows = []
-    stamp = lambda: dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
-                         machine=platform.machine(), load_avg_1m=os.getloadavg()[0])
-    for recipe in a.only.split(','):
-        print(f'== {recipe}', flush=True)
-        p = subprocess.run([sys.executable, __file__, '--child', recipe, '--data', a.data, '--out', str(tmp/f'{recipe}.pkl')] + (['--size', str(a.size)] if a.size else []),
-                           capture_output=True, text=True)
-        line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
-        if p.returncode or not line: print(p.stdout[-3000:], p.stderr[-3000:]); sys.exit(f'{recipe} failed')
-        rows.append({**stamp(), **json.loads(line[0][7:])})
-        print(json.dumps(rows[-1]), flush=True)
-        with open(RESULTS/'train.jsonl', 'a') as f: f.write(json.dumps(rows[-1]) + '\n')  # each as it completes
-    lines = ['| recipe | validation accuracy | wall time | peak memory |', '|---|---|---|---|']
-    lines += [f"| {r['recipe']} | {r['accuracy']:.1%} | {r['wall_s']/60:.1f} min | {r['peak_rss_mb']} MB |" for r in rows]
-    lines += ['', 'ours: ' + ', '.join(f'{k}={v}' for k, v in OURS.items()) + '; fastai: its book ch. 2 recipe on '
-              'mobilenet_v2; logreg: logistic regression on frozen mobilenet_v2 features.']
-    ours = next((r for r in rows if r['recipe'] == 'ours'), None)
-    if ours:
-        s = ours['step_seconds']
-        lines += ['', f"Exported model (ours): single photo {ours['single_ms_median']:.0f} ms (median of 20), "
-                      f"batched {ours['batched_ms_per_image']:.0f} ms per photo (batches of 64).",
-                  f"Training step, batch 32 at 224 px: fastai default {s['fastai_default']:.2f} s, "
-                  f"FastCPUBatches {s['fast_cpu_batches']:.2f} s ({s['speedup']:.2f}x, medians)."]
-    end = rows[-1]
-    loads = ', '.join(f"{r['recipe']} {r['load_avg_1m']:.1f}" for r in rows)
-    lines += ['', f"Measured {end['date']} on {end['cpus']} CPU cores ({end['machine']}); 1-minute load average "
-                  f"after each recipe: {loads}. TrashNet train (1,768) -> valid (328)."]
-    (RESULTS/'train.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    parts = dict(ours=part_ours, embed=part_embed, sixflag=part_sixflag, fastai=part_fastai)
+    for name in a.part.split(','):
+        print(f'== {name}', flush=True)
+        row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
+                   load_avg_1m=round(os.getloadavg()[0], 2), **parts[name](a.data))
+        print(json.dumps(row), flush=True)
+        with open(RESULTS/'train.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
+    rows = [json.loads(l) for l in (RESULTS/'train.jsonl').read_text().splitlines() if l.strip()]
+    (RESULTS/'train.md').write_text(table(rows))
+    print(table(rows))
 
 
 if __name__ == '__main__':

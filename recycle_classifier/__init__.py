@@ -4,4 +4,4 @@ Modules:
 
 - `recycle_classifier.clean`: Rank every photo of a dataset by how suspicious its label is, with out-of-fold probabilities from a cheap classifier on cached CNN embeddings and cleanlab's confident learning; flag unreadable files, near-duplicates and outliers; review in a widget (Jupyter or Voilà) or a CSV; apply with a quarantine, an fsynced journal and an exact undo."""
 
-__version__ = "0.0.1"
+__version__ = "0.2.0"

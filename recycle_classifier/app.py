@@ -12,23 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from PIL import Image
 from fastcore.basics import patch
-from .core import UserError, BadImage, open_image, PROJECT_ROOT
+from .core import UserError, BadImage, APP_NOTEBOOK, GUIDELINES_DIR
+from .images import open_image
+from .predictor import FORMATS, load_predictor   # no torch: formats import theirs when opened
 
 # %% auto #0
-__all__ = ['APP_DIR', 'APP_NOTEBOOK', 'GUIDELINES_DIR', 'DEFAULT_GUIDELINES', 'MODELS_DIR', 'MODEL_EXTS', 'DEFAULT_THRESHOLD',
-           'MAX_UPLOAD_MB', 'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'Bin', 'Guidelines',
-           'parse_guidelines', 'load_guidelines', 'list_guidelines', 'find_models', 'newest', 'Prediction',
-           'LearnerModel', 'FewShotPredictor', 'load_predictor', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars',
-           'bin_badge', 'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port',
-           'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
+__all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB', 'MAX_RULES_BYTES',
+           'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'Bin', 'Guidelines', 'parse_guidelines', 'load_guidelines',
+           'list_guidelines', 'find_models', 'fast_twin', 'heatmap_source', 'newest', 'Prediction', 'with_model_bins',
+           'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge', 'result_card', 'error_card', 'RecycleApp',
+           'summary', 'app_from_env', 'check_port', 'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app',
+           'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
-APP_DIR = PROJECT_ROOT/'app'
-APP_NOTEBOOK = APP_DIR/'recycle_app.ipynb'
-GUIDELINES_DIR = APP_DIR/'guidelines'
 DEFAULT_GUIDELINES = GUIDELINES_DIR/'default.yaml'
-MODELS_DIR = PROJECT_ROOT/'models'
-MODEL_EXTS = ('.pkl', '.fewshot')
+MODELS_DIR = Path('models')
+FAST_FIRST = ('.onnx',)     # of two exports of one model (MODEL.onnx, MODEL.pkl), the one that classifies
+POOL_SIZE = 4               # visitors' kernels Voilà keeps started and ready
 DEFAULT_THRESHOLD = 0.6     # below this probability the app says it is not sure
 MAX_UPLOAD_MB = 20.         # per photo; phone photos are 2-12 MB
 MAX_RULES_BYTES = 256_000   # an uploaded rules file is a few hundred bytes
@@ -75,7 +75,7 @@ class Guidelines:
 # %% ../nbs/08_app.ipynb #94dc838b
 def _check(ok, where: str, msg: str):
     "Raise a `UserError` about rules file `where` unless `ok`"
-    if not ok: raise UserError(f'{where}: {msg} (see app/guidelines/default.yaml for the format)')
+    if not ok: raise UserError(f'{where}: {msg} (see the default rules file, default.yaml, for the format)')
 
 def _parse_bin(key, b, where: str) -> Bin:
     "One entry of `bins`, checked"
@@ -128,10 +128,25 @@ def list_guidelines(folder=GUIDELINES_DIR) -> list[Path]:
 
 # %% ../nbs/08_app.ipynb #1687961d
 def find_models(folder) -> list[Path]:
-    "The exported models (.pkl learners, .fewshot prototype models) in `folder`, by name"
+    "The models in `folder` (any format `load_predictor` opens), one per name: the ONNX export where there is one"
     folder = Path(folder).expanduser()
     if not folder.is_dir(): return []
-    return sorted(f for f in folder.iterdir() if f.suffix in MODEL_EXTS and not f.name.startswith('.'))
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in FORMATS and not f.name.startswith('.'))
+    return [f for f in files if f.suffix.lower() in FAST_FIRST or not any(f.with_suffix(x).is_file() for x in FAST_FIRST)]
+
+def fast_twin(path) -> Path:
+    "The ONNX export beside a `.pkl` (written with or after it), which classifies the same without torch; else `path`"
+    path = Path(path)
+    twin = path.with_suffix('.onnx')
+    if path.suffix == '.pkl' and twin.is_file() and twin.stat().st_mtime >= path.stat().st_mtime: return twin
+    return path
+
+def heatmap_source(path) -> Path | None:
+    "The model file that can draw a heatmap for the model at `path`: itself, or the `.pkl` beside an ONNX export"
+    path = Path(path)
+    if path.suffix == '.pkl': return path
+    twin = path.with_suffix('.pkl')
+    return twin if path.suffix == '.onnx' and twin.is_file() else None
 
 def newest(paths) -> Path | None:
     "The most recently written of `paths`"
@@ -143,61 +158,25 @@ class Prediction:
     probs: dict
     novel: bool = False
 
+    @classmethod
+    def from_record(cls, rec: dict):
+        "From a predictor's record (label, probability, probs[, novel])"
+        return cls(dict(rec['probs']), bool(rec.get('novel')))
+
     @property
     def ranked(self) -> list:
         "(class, probability) pairs, most likely first"
         return sorted(self.probs.items(), key=lambda kv: -kv[1])
 
-class LearnerModel:
-    "An exported fastai learner: batch probabilities and a Grad-CAM heatmap"
-    kind = 'classifier'
-    def __init__(self, path):
-        from recycle_classifier.export import load_model
-        self.path, self.learn = Path(path), load_model(path)
-        self.classes = list(self.learn.dls.vocab)
-
-    def predict(self, images) -> list[Prediction]:
-        "Predictions for a list of RGB photos, in one batch"
-        from recycle_classifier.export import predict_images
-        probs = predict_images(self.learn, images)
-        return [Prediction({c: float(p) for c, p in zip(self.classes, row)}) for row in probs]
-
-    def explain(self, image: Image.Image, px: int = PREVIEW_PX) -> tuple:
-        "The prediction and a Grad-CAM overlay at most `px` on a side, from one forward and one backward pass"
-        from recycle_classifier.evaluate import model_input, gradcam_maps, place_cam, input_box, cam_overlay
-        probs, _, (cam,) = gradcam_maps(self.learn, model_input(self.learn, image))
-        small = image.copy()
-        small.thumbnail((px, px))   # the overlay is only shown small: place the map on the small photo
-        cam = place_cam(cam, input_box(self.learn, small.size), small.size)
-        return Prediction({c: float(p) for c, p in zip(self.classes, probs)}), cam_overlay(small, cam)
-
-class FewShotPredictor:
-    "A few-shot prototype model (`recycle-classifier fewshot build`): probabilities, and 'none of these'"
-    kind = 'few-shot'
-    def __init__(self, path):
-        from recycle_classifier.fewshot import load_fewshot, NONE_LABEL
-        self.path, self.model, self.none_label = Path(path), load_fewshot(path), NONE_LABEL
-        self.classes = list(self.model.classes)
-
-    def predict(self, images) -> list[Prediction]:
-        "Predictions for a list of RGB photos"
-        return [Prediction(dict(r['probs']), novel=r['label'] == self.none_label) for r in self.model.predict_images(images)]
-
-    def explain(self, image: Image.Image, px: int = PREVIEW_PX) -> tuple:
-        "The prediction, and no heatmap: prototype models have no class activation map"
-        return self.predict([image])[0], None
-
-@functools.lru_cache(maxsize=3)
-def _load(path: str, mtime_ns: int):
-    "Load the model at `path` (cached by path and modification time)"
-    return (FewShotPredictor if path.endswith('.fewshot') else LearnerModel)(path)
-
-def load_predictor(path):
-    "The model at `path`, loaded the first time it is asked for and kept (reloaded if the file changes)"
-    path = Path(path).expanduser().resolve()
-    if not path.exists(): raise UserError(f'{path}: no such model file')
-    if path.suffix not in MODEL_EXTS: raise UserError(f'{path.name}: not a model (expected {" or ".join(MODEL_EXTS)})')
-    return _load(str(path), path.stat().st_mtime_ns)
+# %% ../nbs/08_app.ipynb #5b0d1a02
+def with_model_bins(rules: Guidelines, meta: dict | None) -> Guidelines:
+    "`rules` plus the bins and tips a model's metadata gives its classes (the rules' own entries win)"
+    bins, tips = dict((meta or {}).get('bins') or {}), dict((meta or {}).get('tips') or {})
+    if not bins and not tips: return rules
+    keys = {b.key for b in rules.bins}
+    extra = {c: k for c, k in bins.items() if k in keys and rules.bin_for(c) is None}
+    new_bins = [Bin(b.key, b.label, b.color, b.advice, b.classes + [c for c, k in extra.items() if k == b.key]) for b in rules.bins]
+    return Guidelines(rules.name, new_bins, {**{str(k): str(v) for k, v in tips.items()}, **rules.tips}, rules.unsure, rules.source)
 
 # %% ../nbs/08_app.ipynb #3693bea1
 @dataclass
@@ -332,10 +311,11 @@ def _file_items(value) -> list:
 class RecycleApp:
     "The app's widgets and state: pick a model and rules, upload photos, read the cards"
     def __init__(self, model=None, models_dir=MODELS_DIR, guidelines=None, threshold: float = DEFAULT_THRESHOLD,
-                 max_upload_mb: float = MAX_UPLOAD_MB, heatmap: bool = True):
+                 max_upload_mb: float = MAX_UPLOAD_MB, heatmap: bool = False):
         import ipywidgets as W
         self.W, self.threshold, self.max_bytes, self.want_heatmap = W, threshold, int(max_upload_mb * 1e6), heatmap
         self.model, self.rules, self.last, self.n_uploads, self.timing = None, None, [], 0, {}
+        self.model_rules, self.heatmaps = None, None
         self._build_widgets(W)
         self._setup_rules(guidelines)
         self._setup_models(model, models_dir)
@@ -350,14 +330,18 @@ class RecycleApp:
         self.rules_picker = W.Dropdown(description='Rules', layout=W.Layout(width='360px'))
         self.rules_upload = W.FileUpload(accept='.yaml,.yml', multiple=False, description='Use my own rules',
                                          icon='file-text', layout=W.Layout(width='180px'))
+        self.heatmap_box = W.Checkbox(value=self.want_heatmap, description='Show what the model looked at (slower)',
+                                      indent=False, layout=W.Layout(width='360px'))
         self.status, self.notes = W.HTML(), W.HTML()
         self.results = W.VBox()
         self.log = W.Output(layout=W.Layout(display='none'))
         self.widget = W.VBox([self.header, self.upload, self.status, self.results,
-                              W.HBox([self.rules_picker, self.rules_upload]), self.model_picker, self.notes, self.log])
+                              W.HBox([self.rules_picker, self.rules_upload]), self.model_picker, self.heatmap_box,
+                              self.notes, self.log])
         self.widget.add_class('rc-app')
         self.upload.observe(self._on_upload, 'value')
         self.rules_upload.observe(self._on_rules_upload, 'value')
+        self.heatmap_box.observe(self._on_heatmap_box, 'value')
 
     def say(self, text: str, kind: str = 'info'):
         "Show one line of status (kind: info, busy or error)"
@@ -373,7 +357,7 @@ class RecycleApp:
 @patch
 @_guarded
 def _setup_rules(self: RecycleApp, guidelines=None):
-    "Fill the rules list from app/guidelines/ (plus `guidelines`, selected) and apply the selection"
+    "Fill the rules list from the shipped rules (plus `guidelines`, selected) and apply the selection"
     self._rules = {}
     for f in list_guidelines():
         try: self._rules[str(f.resolve())] = load_guidelines(f)
@@ -400,6 +384,7 @@ def _refresh_rules(self: RecycleApp, select=None):
 def use_rules(self: RecycleApp, rules: Guidelines):
     "Switch to `rules`, note classes they miss, and re-label the photos on screen"
     self.rules = rules
+    self.model_rules = with_model_bins(rules, self.model.meta if self.model else None)
     self._note()
     if self.last: self.display(self.last)
 
@@ -431,7 +416,7 @@ def _on_rules_upload(self: RecycleApp, change):
 def _setup_models(self: RecycleApp, model=None, models_dir=MODELS_DIR):
     "Fill the model list from `models_dir` (plus `model`), then load `model` or the newest"
     found = {str(p.resolve()): p.name for p in find_models(models_dir)}
-    chosen = str(Path(model).expanduser().resolve()) if model else None
+    chosen = str(fast_twin(Path(model).expanduser()).resolve()) if model else None
     if chosen and chosen not in found: found[chosen] = Path(chosen).name
     chosen = chosen or (str(newest([Path(p) for p in found]).resolve()) if found else None)
     self.model_picker.options = [(n, p) for p, n in found.items()]
@@ -450,10 +435,12 @@ def use_model(self: RecycleApp, path):
     self.say(f'Loading the model {Path(path).name}…', 'busy')
     self.upload.disabled = True
     try:
-        self.model = None
-        self.model = load_predictor(path)
+        self.model, self.heatmaps = None, heatmap_source(path)
+        self.model = load_predictor(fast_twin(path))
         self._warm_up()
     finally: self.upload.disabled = self.model is None
+    if self.rules: self.model_rules = with_model_bins(self.rules, self.model.meta)
+    self.heatmap_box.layout.display = None if self.heatmaps else 'none'
     self._note()
     if self.last: self.display(self.predict_all([(name, im) for name, im, *_ in self.last]))
     else: self.say(f'Ready. This model knows {", ".join(self.model.classes[:8])}'
@@ -464,7 +451,6 @@ def _warm_up(self: RecycleApp):
     "Run the model once on a blank photo, so the first real upload does not pay for lazy initialisation"
     blank = Image.new('RGB', (64, 64), (128, 128, 128))
     self.model.predict([blank])
-    if self.want_heatmap: self._explain(blank)
 
 @patch
 @_guarded
@@ -475,7 +461,7 @@ def _on_model(self: RecycleApp, change):
 @patch
 def _note(self: RecycleApp):
     "Warn, below the lists, about classes of the model that the rules have no bin for"
-    missing = self.rules.missing(self.model.classes) if self.rules and self.model else []
+    missing = self.model_rules.missing(self.model.classes) if self.model_rules and self.model else []
     self.notes.value = (f'<div class="rc-note">The rules "{_esc(self.rules.name)}" have no bin for: '
                         f'{_esc(", ".join(missing))}.</div>') if missing else ''
 
@@ -486,7 +472,8 @@ def open_upload(self: RecycleApp, name: str, data: bytes) -> Image.Image:
     if len(data) > self.max_bytes:
         raise BadImage(f'{len(data) / 1e6:.3g} MB is over the limit of {self.max_bytes / 1e6:.3g} MB; '
                        'send a smaller photo')
-    im = open_image(data)
+    draft = max(self.model.draft, PREVIEW_PX) if self.model is not None and self.model.draft else None
+    im = open_image(data, draft=draft)
     im.thumbnail((WORK_PX, WORK_PX))
     return im
 
@@ -495,21 +482,25 @@ def predict_all(self: RecycleApp, photos) -> list:
     "[(name, photo or reason)] to [(name, photo or reason, Prediction or None, heatmap URI or None)]"
     t0 = time.perf_counter()
     good = [im for _, im in photos if isinstance(im, Image.Image)]
-    found = iter([self._explain(im) for im in good] if self.want_heatmap else
-                 [(p, None) for p in (self.model.predict(good) if good else [])])
-    out = [(name, im, *next(found)) if isinstance(im, Image.Image) else (name, im, None, None) for name, im in photos]
+    found = iter([Prediction.from_record(r) for r in self.model.predict(good)] if good else [])
+    out = [(name, im, next(found), None) if isinstance(im, Image.Image) else (name, im, None, None) for name, im in photos]
     self.timing['model'] = time.perf_counter() - t0
     return out
 
 @patch
-def _explain(self: RecycleApp, im: Image.Image) -> tuple:
-    "The prediction for `im` and its heatmap as a data: URI; without the heatmap if that fails (logged)"
+def add_heatmaps(self: RecycleApp, results) -> list:
+    "`results` with a heatmap for each photo, from the model's `.pkl` (torch is loaded the first time); logged if that fails"
+    if not self.heatmaps: return results
+    t0 = time.perf_counter()
     try:
-        pred, over = self.model.explain(im)
-        return pred, jpeg_uri(over) if over is not None else None
+        cam = load_predictor(self.heatmaps)
+        overlays = [cam.explain(im)[1] if pred else None for _, im, pred, _ in results]
+        out = [(name, im, pred, jpeg_uri(o) if o is not None else heat) for (name, im, pred, heat), o in zip(results, overlays)]
     except Exception:
         self.log_text('heatmap failed, showing the prediction without it:\n' + traceback.format_exc())
-        return self.model.predict([im])[0], None
+        return results
+    self.timing['heatmap'] = time.perf_counter() - t0
+    return out
 
 @patch
 def classify(self: RecycleApp, files) -> list:
@@ -533,7 +524,7 @@ def summary(results) -> str:
 @patch
 def _cards(self: RecycleApp, results) -> list:
     "The HTML cards for `results` under the current rules"
-    rules = self.rules or Guidelines('no rules', [])
+    rules = self.model_rules or Guidelines('no rules', [])
     return [result_card(name, jpeg_uri(im), heat, pred, verdict(pred, rules, self.threshold), self.n_uploads)
             if pred else error_card(name, im, self.n_uploads) for name, im, pred, heat in results]
 
@@ -553,9 +544,13 @@ def handle_files(self: RecycleApp, files) -> list:
     self.n_uploads += 1
     self.say(f'Looking at {len(files)} file{"s" * (len(files) != 1)}…', 'busy')
     self.upload.disabled = True
-    try: results = self.classify(files)
+    try:
+        results = self.classify(files)
+        self.display(results)
+        if self.heatmap_box.value and self.heatmaps and any(p for _, _, p, _ in results):
+            self.say('Drawing what the model looked at…', 'busy')
+            self.display(results := self.add_heatmaps(results))
     finally: self.upload.disabled = False
-    self.display(results)
     return results
 
 @patch
@@ -567,10 +562,18 @@ def _on_upload(self: RecycleApp, change):
     self.upload.value = ()   # let go of the bytes, and let the same photo be sent again
     self.handle_files(files)
 
+@patch
+@_guarded
+def _on_heatmap_box(self: RecycleApp, change):
+    "Heatmaps switched on: draw them for the photos on screen too"
+    if change['new'] and self.last and all(h is None for _, _, p, h in self.last if p):
+        self.say('Drawing what the model looked at…', 'busy')
+        self.display(self.add_heatmaps(self.last))
+
 # %% ../nbs/08_app.ipynb #4c97efae
 ENV_VARS = dict(model='RECYCLE_CLASSIFIER_MODEL', models_dir='RECYCLE_CLASSIFIER_MODELS_DIR',
                 guidelines='RECYCLE_CLASSIFIER_GUIDELINES', threshold='RECYCLE_CLASSIFIER_THRESHOLD',
-                max_upload_mb='RECYCLE_CLASSIFIER_MAX_UPLOAD_MB')
+                max_upload_mb='RECYCLE_CLASSIFIER_MAX_UPLOAD_MB', heatmaps='RECYCLE_CLASSIFIER_HEATMAPS')
 
 def app_from_env(env=None):
     "The app configured by the environment variables that `recycle-classifier app` sets (for the Voilà notebook)"
@@ -578,7 +581,8 @@ def app_from_env(env=None):
     get = lambda k, default=None: env.get(ENV_VARS[k]) or default
     return RecycleApp(model=get('model'), models_dir=get('models_dir', MODELS_DIR), guidelines=get('guidelines'),
                       threshold=float(get('threshold', DEFAULT_THRESHOLD)),
-                      max_upload_mb=float(get('max_upload_mb', MAX_UPLOAD_MB))).widget
+                      max_upload_mb=float(get('max_upload_mb', MAX_UPLOAD_MB)),
+                      heatmap=get('heatmaps', '0') == '1').widget
 
 def check_port(host: str, port: int):
     "Raise a `UserError` unless this machine can listen on `host`:`port`"
@@ -602,10 +606,12 @@ def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
     (root/'voila.json').write_text(json.dumps({'Voila': {'tornado_settings': {'websocket_max_message_size': ws_limit}}}))
     return root
 
-def voila_command(home, host: str = '127.0.0.1', port: int = 8866, open_browser: bool = False) -> list[str]:
+def voila_command(home, host: str = '127.0.0.1', port: int = 8866, open_browser: bool = False,
+                  pool_size: int = POOL_SIZE) -> list[str]:
     "The Voilà command line that serves the app notebook with the settings in `home` (see `voila_home`)"
+    pool = [f'--preheat_kernel=True', f'--pool_size={pool_size}'] if pool_size > 0 else []
     return [sys.executable, '-m', 'voila', str(APP_NOTEBOOK), f'--port={port}', f'--Voila.ip={host}',
-            '--Voila.port_retries=0', '--strip_sources=True', '--show_tracebacks=False',
+            '--Voila.port_retries=0', '--strip_sources=True', '--show_tracebacks=False', *pool,
             f'--Voila.config_file_paths={home}'] + ([] if open_browser else ['--no-browser'])
 
 def app_env(args) -> dict:
@@ -616,7 +622,8 @@ def app_env(args) -> dict:
     models_dir = Path(args.models_dir).expanduser().resolve()
     model = Path(args.model).expanduser().resolve() if args.model else None
     if model and not model.is_file(): raise UserError(f'{args.model}: no such model file')
-    if model and model.suffix not in MODEL_EXTS: raise UserError(f'{args.model}: not a model (expected {" or ".join(MODEL_EXTS)})')
+    if model and model.suffix.lower() not in FORMATS: raise UserError(f'{args.model}: not a model (expected {", ".join(sorted(FORMATS))})')
+    if getattr(args, 'pool_size', 0) < 0: raise UserError('--pool-size must be 0 (no ready kernels) or more')
     if not model and not find_models(models_dir):
         raise UserError(f'no model in {args.models_dir}; train one (`recycle-classifier train DATA_DIR`, or `make demo`) or give --model')
     guidelines = Path(args.guidelines).expanduser().resolve() if args.guidelines else None
@@ -624,7 +631,8 @@ def app_env(args) -> dict:
     if importlib.util.find_spec('voila') is None: raise UserError('Voilà is not installed: pip install voila')
     if not APP_NOTEBOOK.is_file(): raise UserError(f'{APP_NOTEBOOK} is missing; reinstall recycle-classifier from its repository')
     check_port(args.host, args.port)
-    values = dict(model=model, models_dir=models_dir, guidelines=guidelines, threshold=args.threshold, max_upload_mb=args.max_upload_mb)
+    values = dict(model=model, models_dir=models_dir, guidelines=guidelines, threshold=args.threshold,
+                  max_upload_mb=args.max_upload_mb, heatmaps='1' if getattr(args, 'heatmaps', False) else None)
     return {ENV_VARS[k]: str(v) for k, v in values.items() if v is not None}
 
 # %% ../nbs/08_app.ipynb #ef830910
@@ -650,21 +658,26 @@ def cmd_app(args) -> int:
         if args.host not in ('127.0.0.1', 'localhost', '::1'):
             print(f'warning: listening on {args.host}: anyone who can reach this machine can use the app', file=sys.stderr)
         print(f'serving the app at {url} (Ctrl-C to stop)', flush=True)
-        return serve(voila_command(home, args.host, args.port, args.open), env)
+        return serve(voila_command(home, args.host, args.port, args.open, args.pool_size), env)
 
 def add_command(subparsers) -> argparse.ArgumentParser:
     "Add the `app` subcommand to a CLI's subparsers"
     p = subparsers.add_parser('app', help='serve the photo-sorting app in a browser (Voilà)',
         description='Serve the app (upload photos, see the class, how sure the model is, the heatmap and the bin) '
                     'with Voilà, on 127.0.0.1 unless --host says otherwise.')
-    p.add_argument('--model', help='exported model, .pkl or .fewshot (default: the newest in --models-dir)')
+    p.add_argument('--model', help='model file: .onnx, .pkl, .fewshot or .extended (default: the newest in --models-dir; '
+                                   'a .pkl with its .onnx beside it classifies with the .onnx)')
     p.add_argument('--models-dir', default='models', help='models offered in the app\'s model list (default %(default)s)')
-    p.add_argument('--guidelines', help='rules file (YAML) mapping classes to bins (default: app/guidelines/default.yaml)')
+    p.add_argument('--guidelines', help='rules file (YAML) mapping classes to bins (default: the shipped default.yaml)')
     p.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD,
                    help='below this probability the app says it is not sure (default %(default)s)')
     p.add_argument('--max-upload-mb', type=float, default=MAX_UPLOAD_MB, help='largest photo accepted, in MB (default %(default)g)')
     p.add_argument('--port', type=int, default=8866, help='port to serve on (default %(default)s)')
     p.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 opens it to the network)')
     p.add_argument('--open', action='store_true', help='open the app in a web browser')
+    p.add_argument('--pool-size', type=int, default=POOL_SIZE,
+                   help='visitors\' pages kept started and ready, so a page is ready at once (default %(default)s; 0: none)')
+    p.add_argument('--heatmaps', action='store_true',
+                   help='show what the model looked at from the start (needs the .pkl; loads torch in each page)')
     p.set_defaults(func=cmd_app)
     return p

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT/'data'/'trashnet-sample'
+from recycle_classifier.core import SAMPLE_DIR
+SAMPLE = SAMPLE_DIR
 CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash']
 
 
@@ -17,11 +18,13 @@ def cli(*args, env=None, timeout=900, cwd=None):
 
 @pytest.fixture(scope='session', autouse=True)
 def offline_torch_home(tmp_path_factory):
-    "A private, empty torch hub cache and a closed download port: every test runs as offline as this machine"
+    "A private, empty torch hub cache, a closed download port and a private feature cache: every test runs as offline as this machine, and touches nothing of the user's"
     home = tmp_path_factory.mktemp('torch-home')
-    old = {k: os.environ.get(k) for k in ('TORCH_HOME', 'RECYCLE_CLASSIFIER_WEIGHTS_URL')}
+    old = {k: os.environ.get(k) for k in ('TORCH_HOME', 'RECYCLE_CLASSIFIER_WEIGHTS_URL', 'RECYCLE_CLASSIFIER_CACHE_DIR')}
     os.environ['TORCH_HOME'] = str(home)
     os.environ['RECYCLE_CLASSIFIER_WEIGHTS_URL'] = 'http://127.0.0.1:9'
+    # never the user's feature cache; one per test run (scripts/test.sh shares it with the notebooks)
+    os.environ.setdefault('RECYCLE_CLASSIFIER_CACHE_DIR', str(tmp_path_factory.mktemp('features')))
     yield home
     for k, v in old.items():
         if v is None: os.environ.pop(k, None)
@@ -30,11 +33,10 @@ def offline_torch_home(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def trained(tmp_path_factory):
-    "`recycle-classifier train` on the sample with the default architecture, small and fast; (model path, output)"
+    "`recycle-classifier train` on the sample with the default recipe, trained once per test run; (model path, output)"
     out = tmp_path_factory.mktemp('models')/'sample.pkl'
     # its own empty hub cache, so the bundled-weights path is taken whichever tests ran before
-    r = cli('train', SAMPLE, '--epochs', '1', '--freeze-epochs', '1', '--size', '96', '--out', out,
-            env={'TORCH_HOME': str(tmp_path_factory.mktemp('torch-home-train'))})
+    r = cli('train', SAMPLE, '--out', out, env={'TORCH_HOME': str(tmp_path_factory.mktemp('torch-home-train'))})
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r.stdout + r.stderr
 

@@ -49,12 +49,22 @@ def stop(proc: subprocess.Popen):
 
 
 @pytest.fixture(scope='module')
-def server(model_path, tmp_path_factory):
+def served_model(model_path, tmp_path_factory):
+    "The session's model exported both ways, as `train` writes it: model.pkl and model.onnx"
+    import shutil
+    from recycle_classifier.onnx_export import export_onnx
+    pkl = Path(shutil.copy(model_path, tmp_path_factory.mktemp('served')/'model.pkl'))
+    export_onnx(pkl)
+    return pkl
+
+
+@pytest.fixture(scope='module')
+def server(served_model, tmp_path_factory):
     "`recycle-classifier app` with the session's model on a free port of 127.0.0.1; (url, log path)"
     require_chromium()
     port, log = free_port(), tmp_path_factory.mktemp('app')/'server.log'
-    cmd = [sys.executable, '-m', 'recycle_classifier.cli', 'app', '--model', str(model_path),
-           '--models-dir', str(model_path.parent), '--port', str(port)]
+    cmd = [sys.executable, '-m', 'recycle_classifier.cli', 'app', '--model', str(served_model),
+           '--models-dir', str(served_model.parent), '--port', str(port), '--pool-size', '3']
     with open(log, 'w') as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f'http://127.0.0.1:{port}/'
@@ -123,7 +133,10 @@ def test_upload_photo_bad_files_then_photo_again(page, server, confident_photo, 
     else:                                                # it says so plainly
         assert text.count('Not sure:') == 1 and f'{label} {prob:.0%}' in text
     assert first.locator('.rc-row').count() == 6         # a probability bar for each class
-    heat = first.locator('img.rc-heatmap')
+    assert first.locator('img.rc-heatmap').count() == 0  # the answer comes first, without torch
+    page.click('.rc-app .widget-checkbox input')         # asking for heatmaps loads the .pkl (torch) for them
+    heat = page.locator('.rc-card[data-upload="1"] img.rc-heatmap')
+    heat.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert heat.evaluate('img => img.complete && img.naturalWidth > 0')
     shot = tmp_path/'app.png'
     page.screenshot(path=str(shot), full_page=True)
@@ -158,3 +171,18 @@ def test_app_command_refuses_what_it_cannot_serve(model_path, tmp_path):
     bad_rules.write_text('bins: [oops')
     r = cli('app', '--model', model_path, '--guidelines', bad_rules)
     assert r.returncode == 2 and 'rules.yaml: not valid YAML' in r.stderr
+
+
+def test_several_visitors_at_once(server, confident_photo):
+    "Three pages opened together are each ready (kernels from Voilà's preheated pool) and each classifies"
+    from playwright.sync_api import sync_playwright
+    photo, label, _ = confident_photo
+    ready = "() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tabs = [browser.new_context().new_page() for _ in range(3)]
+        for tab in tabs: tab.goto(server[0], wait_until='commit', timeout=START_TIMEOUT * 1000)
+        for tab in tabs: tab.wait_for_function(ready, timeout=START_TIMEOUT * 1000)
+        for tab in tabs: upload(tab, photo)
+        for tab in tabs: assert card(tab, 1).get_attribute('data-label') == label
+        browser.close()

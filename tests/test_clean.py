@@ -1,4 +1,4 @@
-"""The cleaning stage: ranking quality on the sample with flipped labels, junk flags, the embedding cache,
+"""The cleaning stage: ranking quality on the sample with flipped labels, junk flags, the shared feature cache,
 journaled apply / resume / undo that never loses a byte, the widget's logic and the `clean` CLI."""
 import random, shutil
 from collections import Counter
@@ -9,16 +9,23 @@ import pytest
 from PIL import Image
 import recycle_classifier.clean as clean
 from recycle_classifier.clean import (suggest, apply_decisions, undo_last, dataset_files, list_photos, read_journal,
-                                      split_label, oof_probs, Cleaner, QUARANTINE, STATE_DIR)
-from recycle_classifier.core import UserError
-from recycle_classifier.data import scan_dataset
-from conftest import SAMPLE, CLASSES, cli
+                                      split_label, oof_probs, Cleaner, STATE_DIR)
+from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
+from recycle_classifier.layout import QUARANTINE, walk_dataset
+from recycle_classifier.embed import FeatureCache
+from conftest import CLASSES, cli
 
 SIZE = '96'  # small photos keep the embedding quick; the cache makes every later run quicker still
 
 
 @pytest.fixture(scope='session')
-def base(tmp_path_factory):
+def features(tmp_path_factory):
+    "This test session's feature cache folder (never the user's)"
+    return tmp_path_factory.mktemp('features')
+
+
+@pytest.fixture(scope='session')
+def base(tmp_path_factory, features):
     "The sample with 6 labels flipped (seeded) and three kinds of junk, embedded once; (path, flipped, suggestions)"
     d = tmp_path_factory.mktemp('clean')/'data'
     shutil.copytree(SAMPLE, d)
@@ -32,12 +39,12 @@ def base(tmp_path_factory):
     shutil.copy(glass, d/'valid'/'glass'/'copy.jpg')
     (d/'train'/'paper'/'truncated.jpg').write_bytes(glass.read_bytes()[:2500])
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(d/'train'/'metal'/'noise.png')
-    return d, flipped, suggest(d, size=int(SIZE), folds=4)
+    return d, flipped, suggest(d, size=int(SIZE), folds=4, cache_dir=features)
 
 
 @pytest.fixture
 def ds(base, tmp_path):
-    "A fresh copy of the base dataset (with its embedding cache: copies keep modification times)"
+    "A fresh copy of the base dataset (its features are in the shared cache, found by content)"
     dst = tmp_path/'data'
     shutil.copytree(base[0], dst)
     return dst
@@ -51,7 +58,7 @@ def test_ranking_finds_flipped_labels_and_junk(base):
     d, flipped, sg = base
     t = sg.table.set_index('path')
     assert len(sg.table) == 243 and sg.table.path.is_unique and list(sg.table['rank']) == list(range(1, 244))
-    assert np.allclose(sg.table[[f'p_{c}' for c in CLASSES]].dropna().sum(1), 1)
+    assert np.allclose(sg.table[[f'p_{c}' for c in CLASSES]].dropna().sum(axis=1), 1)
     top = set(sg.table.path[:24])  # the top 10%; chance would put 0.6 of the 6 flips there
     assert sum(f in top for f in flipped) >= 3, sg.table[sg.table.path.isin(flipped)]
     assert sg.table.path[0] == 'train/paper/truncated.jpg' and t.reason['train/paper/truncated.jpg'].startswith('unreadable')
@@ -70,18 +77,21 @@ def test_oof_probabilities_do_not_trust_the_given_label():
     assert p[3, 1] < 0.2 and p[3, 0] > 0.8 and (p.argmax(1)[np.arange(80) != 3] == y[np.arange(80) != 3]).all()
 
 
-def test_cache_embeds_only_new_or_moved_photos(ds):
-    emb, msgs = clean.get_clean_embedder(size=int(SIZE)), []
-    good, X, hashes, bad = clean.embed_photos(ds, list_photos(ds), emb, notify=msgs.append)
-    assert msgs == [] and len(good) == 242 and [r for r, _ in bad] == ['train/paper/truncated.jpg']  # all cached
+def test_cache_embeds_only_new_or_changed_photos(ds, features):
+    "The shared feature cache finds every photo of a copy by content; a moved photo is not embedded again, new bytes are"
+    emb, cache = clean.clean_embedder(size=int(SIZE)), FeatureCache(features)
+    good, X, bad = clean.embed_photos(ds, list_photos(ds), emb, cache)
+    assert len(good) == 242 and [r for r, _ in bad] == ['train/paper/truncated.jpg']
+    assert cache.stats['hits'] == 242 and cache.stats['misses'] == 1  # all cached; the truncated file is tried again
     moved = sorted(p.name for p in (ds/'train'/'glass').iterdir())[1]
     (ds/'train'/'glass'/moved).rename(ds/'train'/'plastic'/'moved.jpg')  # found by content hash
     shutil.copy(SAMPLE/'train'/'paper'/sorted(p.name for p in (SAMPLE/'train'/'paper').iterdir())[0], ds/'train'/'paper'/'new.jpg')
     Image.new('RGB', (120, 90), 'red').save(ds/'train'/'paper'/'red.jpg')
-    good2, X2, _, _ = clean.embed_photos(ds, list_photos(ds), emb, notify=msgs.append)
-    assert len(msgs) == 1 and 'of 1 ' in msgs[0]  # only the red square was new bytes
+    good2, X2, _ = clean.embed_photos(ds, list_photos(ds), emb, cache)
+    assert cache.stats['misses'] == 1 + 2  # the truncated file again, and the red square: the only new bytes
     i, j = good.index(f'train/glass/{moved}'), good2.index('train/plastic/moved.jpg')
     assert np.array_equal(X[i], X2[j]) and len(good2) == 244
+    assert np.allclose(np.linalg.norm(X2, axis=1), 1, atol=1e-5)
 
 
 def test_apply_undo_keeps_every_byte_random_sequences(ds):
@@ -174,8 +184,8 @@ def test_relabel_never_overwrites_and_quarantine_is_not_data(ds):
     stem, ext = name.rsplit('.', 1)
     assert ('relabelled', f'train/glass/{name}', f'train/plastic/{stem}-1.{ext}') in r.moves
     assert (ds/'train'/'plastic'/name).read_bytes() == b'someone else'
-    scan = scan_dataset(ds)  # the data stage (and so training) does not see the quarantine
-    assert not any(QUARANTINE in str(f) for f in scan.items) and (ds/QUARANTINE/'train'/'metal'/'noise.png').exists()
+    found = walk_dataset(ds)  # every stage's walker (and so training) does not see the quarantine
+    assert not any(QUARANTINE in str(p.path) for p in found.photos) and (ds/QUARANTINE/'train'/'metal'/'noise.png').exists()
     with pytest.raises(UserError, match='decision'): apply_decisions(ds, [('train/glass/x.jpg', 'compost', '')])
     with pytest.raises(UserError, match='not a photo path'): apply_decisions(ds, [('../etc/passwd', 'remove', '')])
 
@@ -203,9 +213,9 @@ def test_widget_keeps_decisions_across_filters_and_applies(base, ds):
     assert dataset_files(ds) == before and first in set(c.visible()['where'])
 
 
-def test_cli_suggest_apply_undo(ds, tmp_path):
+def test_cli_suggest_apply_undo(ds, tmp_path, features):
     out = tmp_path/'suggestions.csv'
-    r = cli('clean', 'suggest', ds, '--size', SIZE, '--folds', '4', '--out', out, '--quiet')
+    r = cli('clean', 'suggest', ds, '--size', SIZE, '--folds', '4', '--out', out, '--quiet', '--cache', features)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'likely wrong labels' in r.stdout and 'clean apply' in r.stdout
     df = pd.read_csv(out)
@@ -239,22 +249,24 @@ def test_cli_errors_are_one_line(ds, tmp_path, capsys):
 
 def test_model_body_is_used(tmp_path):
     "`--model`: the exported learner's body (here untrained, so unlike ImageNet's) embeds the photos, cached apart"
-    from fastai.vision.all import vision_learner
+    from fastai.vision.all import vision_learner, DataBlock, ImageBlock, CategoryBlock, parent_label, Resize, RandomSplitter
     from torchvision.models import mobilenet_v2
-    from recycle_classifier.data import get_dls
-    from recycle_classifier.fewshot import learner_embedder
-    d = tmp_path/'tiny'
+    from recycle_classifier.layout import image_files
+    from recycle_classifier.learner import SafePILImage
+    from recycle_classifier.images import open_image
+    d, cache_dir = tmp_path/'tiny', tmp_path/'features'
     for c in ('glass', 'paper', 'metal'):
         (d/c).mkdir(parents=True)
         for f in sorted((SAMPLE/'train'/c).iterdir())[:6]: shutil.copy(f, d/c/f.name)
-    learn = vision_learner(get_dls(d, size=64, bs=8, verbose=False, augment=False), mobilenet_v2, pretrained=False)
-    learn.export(tmp_path/'m.pkl')
-    sg_model = suggest(d, model=tmp_path/'m.pkl', size=64, folds=2)
-    sg_imagenet = suggest(d, size=64, folds=2)
-    assert len(list((d/STATE_DIR).glob('embeddings-*.npz'))) == 2 and 'm.pkl' in sg_model.embedder
-    emb = learner_embedder(tmp_path/'m.pkl'); emb.size = 64
-    X = dict(zip(*clean.embed_photos(d, list_photos(d), emb)[:2]))
+    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
+                    splitter=RandomSplitter(seed=0), item_tfms=Resize(64)).dataloaders(d, bs=8, num_workers=0)
+    vision_learner(dls, mobilenet_v2, pretrained=False).export(tmp_path/'m.pkl')
+    sg_model = suggest(d, model=tmp_path/'m.pkl', size=64, folds=2, cache_dir=cache_dir)
+    sg_imagenet = suggest(d, size=64, folds=2, cache_dir=cache_dir)
+    assert len([k for k in cache_dir.iterdir() if k.is_dir()]) == 2 and 'm.pkl' in sg_model.embedder
+    emb = clean.learner_embedder(tmp_path/'m.pkl', 64)
+    X = dict(zip(*clean.embed_photos(d, list_photos(d), emb, FeatureCache(cache_dir))[:2]))
     rel = list_photos(d)[0]
-    direct = clean.embed_images(emb, [clean.open_image(d/rel)])[0]
-    assert np.allclose(X[rel], direct, atol=1e-4)
+    direct = emb.embed([open_image(d/rel)])[0, 0]
+    assert np.allclose(X[rel], direct / np.linalg.norm(direct), atol=1e-4)
     assert not np.allclose(sg_model.table.filter(like='p_').values, sg_imagenet.table.filter(like='p_').values)

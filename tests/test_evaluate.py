@@ -1,29 +1,48 @@
 """Evaluation and Grad-CAM: checked against pytorch-grad-cam, a hand computation from the head's weights,
-scikit-learn's metrics and fastai's own transforms; the `evaluate` and `explain` commands end to end."""
+scikit-learn's metrics and fastai's own transforms; never scoring training photos; the `evaluate` and `explain`
+commands end to end."""
 import json, shutil
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import SAMPLE, CLASSES, cli
-from recycle_classifier.core import UserError, open_image
-from recycle_classifier.export import load_model, predict_images
-from recycle_classifier.evaluate import (cam_layer, model_input, gradcam_maps, cam_at_input, grad_cam, cam_overlay,
-    explain_image, transform_box, input_box, confusion_matrix, classification_metrics, most_confused, evaluate,
-    find_eval_set, html_report, write_report)
+from conftest import CLASSES, cli
+from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
+from recycle_classifier.images import open_image
+from recycle_classifier.learner import load_learner
+from recycle_classifier.predictor import load_predictor
+from recycle_classifier.cam import (cam_layer, model_input, gradcam_maps, cam_at_input, grad_cam, cam_overlay,
+    explain_image, transform_box, input_box)
+from recycle_classifier.evaluate import (confusion_matrix, classification_metrics, most_confused, evaluate,
+    find_eval_set, html_report, write_report, LEGACY_WARNING)
 
 PHOTOS = [sorted((SAMPLE/'valid'/c).glob('*.jpg'))[0] for c in ('glass', 'metal', 'trash')]
 
 
 @pytest.fixture(scope='module')
-def learn(model_path):
-    return load_model(model_path)
+def learn():
+    "A fastai `vision_learner` as Grad-CAM meets it: ImageNet MobileNetV2, centre crop, new head (no training needed)"
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, vision_learner
+    from torchvision.models import mobilenet_v2
+    from recycle_classifier.backbones import ARCHS, fetch_weights
+    from recycle_classifier.layout import image_files
+    from recycle_classifier.learner import SafePILImage
+    fetch_weights(ARCHS['mobilenet_v2'].weights)
+    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
+                    splitter=GrandparentSplitter(), item_tfms=Resize(96)).dataloaders(SAMPLE, bs=8, num_workers=0)
+    torch.manual_seed(0)
+    return vision_learner(dls, mobilenet_v2, weights=ARCHS['mobilenet_v2'].weights)
 
 
 @pytest.fixture(scope='module')
-def sample_eval(learn):
-    return evaluate(learn, SAMPLE, progress=False)
+def pred(model_path):
+    return load_predictor(model_path)
+
+
+@pytest.fixture(scope='module')
+def sample_eval(pred):
+    return evaluate(pred, SAMPLE, progress=False)
 
 
 # ---- Grad-CAM ----------------------------------------------------------------------------------------------
@@ -91,11 +110,12 @@ def test_grad_cam_contract(learn):
     cam = grad_cam(learn, photo)
     assert cam.shape == (photo.height, photo.width) and cam.dtype == np.float32
     assert cam.min() >= 0 and cam.max() <= 1 and cam.max() > 0.99
-    left, top, w, h = input_box(learn, photo.size)
-    assert left > 0 and cam[:, :int(left)].max() == 0  # the border the model never saw is cold
+    left, top, w, h = map(int, input_box(learn, photo.size))
+    outside = np.ones(cam.shape, bool); outside[top:top + h, left:left + w] = False
+    assert outside.any() and cam[outside].max() == 0  # the border the model never saw is cold
     explained = explain_image(learn, photo, top=2)
-    probs = predict_images(learn, [photo])[0]
-    assert [e['label'] for e in explained] == [learn.dls.vocab[i] for i in probs.argsort(descending=True)[:2]]
+    probs = learn.predict(photo)[2].numpy()
+    assert [e['label'] for e in explained] == [learn.dls.vocab[i] for i in np.argsort(-probs)[:2]]
     assert abs(explained[0]['probability'] - float(probs.max())) < 1e-5
     assert np.allclose(explained[0]['cam'], cam)
     runner_up = grad_cam(learn, PHOTOS[1], class_idx=explained[1]['class_idx'])  # a path works too
@@ -180,8 +200,8 @@ def _mixed_folder(root: Path) -> Path:
     return root
 
 
-def test_evaluate_overlap_of_vocabularies_and_lists_bad_files(learn, tmp_path):
-    ev = evaluate(learn, _mixed_folder(tmp_path/'test'), progress=False)
+def test_evaluate_overlap_of_vocabularies_and_lists_bad_files(pred, tmp_path):
+    ev = evaluate(pred, _mixed_folder(tmp_path/'test'), progress=False)
     assert ev.evalset.split is None and len(ev.paths) == 6
     assert ev.extra_classes == {'styrofoam': 3}
     assert ev.missing_classes == ['cardboard', 'paper', 'plastic', 'trash']
@@ -195,7 +215,7 @@ def test_evaluate_overlap_of_vocabularies_and_lists_bad_files(learn, tmp_path):
     assert 'styrofoam (3)' in page and 'broken.jpg' in page and 'no photos here: cardboard, paper, plastic, trash' in page
 
 
-def test_bad_folders_give_clear_errors(learn, tmp_path):
+def test_bad_folders_give_clear_errors(pred, tmp_path):
     with pytest.raises(UserError, match='no such folder'): find_eval_set(tmp_path/'nope')
     (tmp_path/'empty').mkdir()
     with pytest.raises(UserError, match='no class folders'): find_eval_set(tmp_path/'empty')
@@ -205,14 +225,14 @@ def test_bad_folders_give_clear_errors(learn, tmp_path):
     with pytest.raises(UserError, match='no valid/ split'): find_eval_set(tmp_path/'trainonly')
     (tmp_path/'alien'/'styrofoam').mkdir(parents=True)
     shutil.copy(PHOTOS[0], tmp_path/'alien'/'styrofoam')
-    with pytest.raises(UserError, match="none of the folder's classes"): evaluate(learn, tmp_path/'alien', progress=False)
+    with pytest.raises(UserError, match="none of the folder's classes"): evaluate(pred, tmp_path/'alien', progress=False)
     (tmp_path/'corrupt'/'glass').mkdir(parents=True)
     (tmp_path/'corrupt'/'glass'/'a.jpg').write_bytes(b'nope')
-    with pytest.raises(UserError, match='could be opened'): evaluate(learn, tmp_path/'corrupt', progress=False)
+    with pytest.raises(UserError, match='could be opened'): evaluate(pred, tmp_path/'corrupt', progress=False)
 
 
-def test_write_report_is_self_contained(learn, sample_eval, tmp_path):
-    paths = write_report(learn, sample_eval, tmp_path/'rep', model='m.pkl', top=4, cams=2)
+def test_write_report_is_self_contained(pred, sample_eval, tmp_path):
+    paths = write_report(pred, sample_eval, tmp_path/'rep', top=4, cams=2)
     assert set(paths) == {'metrics', 'report', 'confusion_matrix', 'top_losses', 'gradcam'}
     for k in ('confusion_matrix', 'top_losses', 'gradcam'): assert Image.open(paths[k]).format == 'PNG'
     page = paths['report'].read_text()
@@ -220,6 +240,103 @@ def test_write_report_is_self_contained(learn, sample_eval, tmp_path):
     d = json.loads(paths['metrics'].read_text())
     assert d['accuracy'] == sample_eval.metrics['accuracy'] and len(d['top_losses']) == 4
     assert f'<tr class="worst"><td>{d["worst_class"]["label"]}</td>' in page
+
+
+# ---- never scoring what the model trained on ------------------------------------------------------------------
+
+def _export_recorded(data: Path, out: Path, splitter, record: bool = True) -> Path:
+    "A small model over `data` (untrained: the choice of photos is under test, not accuracy), exported as training does"
+    from torch import nn
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, Resize, Learner
+    from recycle_classifier.layout import image_files
+    from recycle_classifier.learner import SafePILImage, export_learner, training_record
+    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
+                    splitter=splitter, item_tfms=Resize(32, method='squish')).dataloaders(data, bs=16, num_workers=0)
+    learn = Learner(dls, nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6)))
+    if record: learn.recycle_meta = dict(classes=list(dls.vocab), **training_record(data, dls.train.items, dls.valid.items))
+    return export_learner(learn, out)
+
+
+@pytest.fixture
+def flat(tmp_path):
+    "What `scrape` makes: one folder per class, no split; a model trained on a random 80%: (folder, model, valid, train)"
+    from fastai.vision.all import RandomSplitter
+    d = tmp_path/'scraped'
+    for f in SAMPLE.glob('*/*/*.jpg'): (d/f.parent.name).mkdir(parents=True, exist_ok=True); shutil.copy(f, d/f.parent.name)
+    model = _export_recorded(d, tmp_path/'flat.pkl', RandomSplitter(0.2, seed=3))
+    meta = load_predictor(model).meta
+    valid = {str(d/r['path']) for r in meta['valid_items']}
+    return d, model, valid, {str(p) for p in d.glob('*/*.jpg')} - valid
+
+
+@pytest.fixture
+def split_model(tmp_path):
+    "A copy of the sample and a model trained on its train/ split, exported with its training record"
+    from fastai.vision.all import GrandparentSplitter
+    d = tmp_path/'data'
+    shutil.copytree(SAMPLE, d)
+    return d, _export_recorded(d, tmp_path/'split.pkl', GrandparentSplitter())
+
+
+def test_training_folder_scores_exactly_the_recorded_validation_photos(flat, tmp_path):
+    "The issue's case: `train` split a flat folder at random; `evaluate` on that folder scores its 20%, not the rest"
+    d, model, valid, train = flat
+    assert len(valid) == 48 and len(train) == 192
+    ev = evaluate(model, d, progress=False)
+    assert {str(p) for p in ev.paths} == valid and not ({str(p) for p in ev.paths} & train)
+    out = ev.to_dict()
+    assert out['n'] == 48 and out['warnings'] == [] and out['scope'].startswith('the 48 validation photos recorded')
+    r = cli('evaluate', model, d, '--out', tmp_path/'rep', '--top-losses', '2', '--cams', '0')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path/'rep'/'metrics.json').read_text())['n'] == 48
+    assert 'evaluated 48 photos' in r.stdout and 'validation photos recorded' in r.stdout and 'warning: ' not in r.stderr
+    assert 'Scored: the 48 validation photos recorded' in (tmp_path/'rep'/'report.html').read_text()
+
+
+def test_moved_validation_photos_still_count_and_missing_ones_are_reported(split_model):
+    d, model = split_model
+    valid = sorted((d/'valid').glob('*/*.jpg'))
+    valid[0].rename(d/'valid'/'trash'/valid[0].name)            # relabelled by the cleaning stage
+    valid[1].rename(d/'train'/'metal'/('moved-' + valid[1].name))  # moved out of valid/: still a validation photo
+    valid[2].unlink()
+    shutil.copy(next((d/'train'/'paper').glob('*.jpg')), d/'train'/'glass'/'new.jpg')  # a copy of a training photo
+    ev = evaluate(model, d, progress=False)
+    labels = {Path(p).name: ev.classes[y] for p, y in zip(ev.paths, ev.y_true)}
+    assert len(ev.paths) == 59 and labels[valid[0].name] == 'trash' and ('moved-' + valid[1].name) in labels
+    assert 'new.jpg' not in labels and ev.evalset.split is None  # photos from train/ and valid/
+    assert ev.evalset.warnings == [f"1 of the model's 60 validation photos are no longer in {d} "
+                                   f"(deleted, quarantined or edited); scoring the 59 found"]
+    for f in d.glob('*/*/*.jpg'):
+        if f.parent.parent.name == 'valid' or f.name.startswith('moved-'): f.unlink()
+    with pytest.raises(UserError, match="none of the model's 60 validation photos"): evaluate(model, d, progress=False)
+
+
+def test_other_folder_scores_everything_and_warns_about_training_photos(flat, tmp_path):
+    d, model, valid, train = flat
+    other = tmp_path/'other'
+    picked = sorted(train)[:4] + sorted(valid)[:6]
+    for f in map(Path, picked): (other/f.parent.name).mkdir(parents=True, exist_ok=True); shutil.copy(f, other/f.parent.name)
+    ev = evaluate(model, other, progress=False)
+    assert len(ev.paths) == 10 and ev.evalset.scope == 'all 10 photos of the folder'
+    assert ev.evalset.warnings[0].startswith('4 of these 10 photos are photos the model trained on (same content)')
+    r = cli('evaluate', model, other, '--out', tmp_path/'rep', '--top-losses', '0', '--cams', '0')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'warning: 4 of these 10 photos are photos the model trained on' in r.stderr
+    d2 = json.loads((tmp_path/'rep'/'metrics.json').read_text())
+    assert d2['n'] == 10 and d2['warnings'] == ev.evalset.warnings
+    assert 'class=warn>Warning: 4 of these 10 photos' in (tmp_path/'rep'/'report.html').read_text()
+    for f in map(Path, picked[:4]): (other/f.parent.name/f.name).unlink()
+    assert evaluate(model, other, progress=False).evalset.warnings == []  # unseen photos only: nothing to warn about
+
+
+def test_models_without_a_training_record_are_evaluated_as_before_with_a_warning(tmp_path):
+    from fastai.vision.all import GrandparentSplitter
+    model = _export_recorded(SAMPLE, tmp_path/'old.pkl', GrandparentSplitter(), record=False)
+    assert 'valid_items' not in load_predictor(model).meta
+    ev = evaluate(model, SAMPLE, progress=False)
+    assert ev.evalset.split == 'valid' and len(ev.paths) == 60 and ev.evalset.warnings == [LEGACY_WARNING]
+    assert 'which photos it trained on' in LEGACY_WARNING
+
 
 
 # ---- command line --------------------------------------------------------------------------------------------

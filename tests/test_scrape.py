@@ -1,6 +1,7 @@
-"""Tests of the scrape stage against `LocalImageSearch`, a stand-in for Bing's image search on 127.0.0.1.
+"""Tests of the scrape stage against `LocalImageSearch` (recycle_classifier.testing), a stand-in for Bing's image
+search on 127.0.0.1. No timed assertions: ordering and overlap are shown with gated answers and request counts.
 
-The photos are real TrashNet photos (Thung & Yang 2017, MIT license) from `data/trashnet-sample`."""
+The photos are real TrashNet photos (Thung & Yang 2017, MIT license) from the package's sample (`SAMPLE_DIR`)."""
 import contextlib, hashlib, io, json, os, signal, socket, subprocess, sys, time, unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -9,10 +10,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from recycle_classifier.core import SAMPLE_DIR, UserError, image_files
-from recycle_classifier.scrape import (
-    ENV_SEARCH_URL, ENV_TIMEOUT, MANIFEST, HostLimiter, LocalImageSearch, Manifest, PhotoIndex, Known, SearchError,
-    fetch, format_summary, load_classes, read_manifest, save_new, scrape, search_image_urls, verify)
+from recycle_classifier.core import SAMPLE_DIR, UserError
+from recycle_classifier.layout import image_files
+from recycle_classifier.scrape_config import ENV_SEARCH_URL, ENV_TIMEOUT, MANIFEST, load_classes
+from recycle_classifier.scrape_search import SearchError, search_image_urls
+from recycle_classifier.scrape_download import fetch
+from recycle_classifier.scrape_verify import verify, PhotoIndex, Known
+from recycle_classifier.scrape_manifest import Manifest, read_manifest, save_new
+from recycle_classifier.scrape_run import scrape, format_summary, class_line, MAX_FAILED_RUNS
+from recycle_classifier.testing import LocalImageSearch, HANG, hostile_results, jpeg_bytes, resized
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent/'scrape_fixtures'
@@ -61,11 +67,7 @@ def photos():
 def site():
     with LocalImageSearch(page_size=4) as s: yield s
 
-def jpeg(im, **kw) -> bytes:
-    buf = io.BytesIO(); im.convert('RGB').save(buf, 'JPEG', **kw); return buf.getvalue()
-
-def resized(data: bytes, size, quality=70) -> bytes:
-    return jpeg(Image.open(io.BytesIO(data)).resize(size), quality=quality)
+jpeg = jpeg_bytes
 
 def name_of(data: bytes) -> str:
     "The file name the stage gives the photo downloaded as `data`"
@@ -78,8 +80,8 @@ def tree(dest: Path) -> dict[str, tuple[int, int]]:
 
 def assert_consistent(dest: Path, deleted=()):
     "Each photo has one `kept` manifest record, each such record a photo (but the `deleted`); no temp files"
-    recs = read_manifest(dest)
-    kept = [r['file'] for r in recs if r['status'] == 'kept']
+    latest = {(r['class'], r['url'] or r['file']): r for r in read_manifest(dest)}   # the last record of a URL holds
+    kept = [r['file'] for r in latest.values() if r['status'] == 'kept']
     assert len(kept) == len(set(kept))
     kept = [f for f in kept if f not in deleted]
     photos_on_disk = sorted(f.relative_to(dest).as_posix() for f in image_files(dest))
@@ -176,20 +178,21 @@ def test_fetch_outcomes(site, photos):
     outcome = {n: (f.status, f.reason, f.attempts) for n, f in got.items()}
     assert outcome['gone.jpg'] == ('rejected', 'http 404', 1)        # not retried
     assert outcome['loop.jpg'][:2] == ('rejected', 'too many redirects')
-    assert outcome['late.jpg'] == ('failed', 'timeout', 3)           # retried, then given up
-    assert outcome['stall.jpg'] == ('failed', 'timeout', 3)
+    assert outcome['late.jpg'] == ('failed', 'timeout', 1)           # a timeout is not retried within the run
+    assert outcome['stall.jpg'] == ('failed', 'timeout', 1)
     hits = site.hits()
-    assert (hits['flaky.jpg'], hits['gone.jpg'], hits['late.jpg']) == (3, 1, 3)
+    assert (hits['flaky.jpg'], hits['gone.jpg'], hits['late.jpg']) == (3, 1, 1)
     assert fetch('file:///etc/passwd').reason == 'bad url'
     assert fetch(closed_port_url(), retries=0).reason == 'connection'
 
-def test_per_host_bound(photos):
+def test_per_host_and_pool_bounds(photos, tmp_path):
+    "The run never has more than `per_host` requests on a host, nor more than `workers` in all"
     with LocalImageSearch(hosts=2) as s:
         urls = [s.add(f'{i}.jpg', photos['plastic'][i], host=i % 2, delay=0.15) for i in range(16)]
-        limiter = HostLimiter(3)
-        with ThreadPoolExecutor(10) as ex: got = list(ex.map(lambda u: fetch(u, limiter=limiter), urls))
-        assert all(g.status == 'ok' for g in got)
-        assert max(s.peak[0], s.peak[1]) == 3 and min(s.peak[0], s.peak[1]) >= 2   # bounded, and the bound was reached
+        s.add_results('bottle', urls[:8]); s.add_results('tub', urls[8:])
+        report = scrape({'a': 'bottle', 'b': 'tub'}, tmp_path, 8, search_url=s.search_url, workers=5, per_host=3, **FAST)
+        assert [c.kept for c in report.classes] == [8, 8]
+        assert max(s.peak[0], s.peak[1]) <= 3 and s.peak[0] + s.peak[1] >= 3   # bounded, and the bound was reached
 
 
 # ---------------------------------------------------------------- verify and normalise
@@ -241,9 +244,9 @@ def test_save_new_never_overwrites(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ['a.jpg']
 
 def test_manifest_survives_a_torn_line(tmp_path):
-    with Manifest(tmp_path) as m: m.append({'class': 'c', 'url': 'http://h/1', 'status': 'kept'})
+    Manifest(tmp_path).append({'class': 'c', 'url': 'http://h/1', 'status': 'kept'})
     with open(tmp_path/MANIFEST, 'a') as f: f.write('{"class": "c", "url": "http://h/2", "sta')
-    with Manifest(tmp_path) as m: m.append({'class': 'c', 'url': 'http://h/3', 'status': 'failed'})
+    Manifest(tmp_path).append({'class': 'c', 'url': 'http://h/3', 'status': 'failed'})
     assert [r['url'] for r in read_manifest(tmp_path)] == ['http://h/1', 'http://h/3']
 
 
@@ -270,7 +273,7 @@ def trouble_site(site, photos):
     src = Image.open(io.BytesIO(pl[5])); exif = Image.Exif(); exif[0x0112] = 8
     rotated_big = jpeg(src.resize((src.width * 3, src.height * 3)), exif=exif)
     plastic = [add(f'plastic{i}.jpg', pl[i]) for i in range(5)] + [
-        add('rotated.jpg', rotated_big), add('shared.jpg', g[2]), glass[3]]
+        add('rotated.jpg', rotated_big), add('shared.jpg', g[2], delay=0.5), glass[3]]   # glass2.jpg is kept first
     site.add_results('green glass bottle', glass[::2])
     site.add_results('glass jar', glass[1::2])
     site.add_results('PET bottle', plastic)
@@ -315,13 +318,16 @@ def test_scrape_keeps_clean_photos_and_records_everything(site, photos, tmp_path
     assert_consistent(dest)
     summary = format_summary(report)
     assert 'Glas grün' in summary and 'r: near-duplicate' in summary and 'f: timeout' in summary
+    assert 'Glas grün: 9 photos, 9 new' in summary
     assert 'conflict:' in summary
 
     # a second run downloads nothing new: only the URL that timed out is tried again
     before, hits = tree(dest), site.hits()
     again = scrape(CLASSES, dest, 50, search_url=site.search_url, **FAST)
-    assert site.hits() - hits == Counter({'late.jpg': 2})
+    assert site.hits() - hits == Counter({'late.jpg': 1})
     assert [(c.kept, c.tried, c.total) for c in again.classes] == [(0, 1, 9), (0, 0, 6)]
+    assert again.problems() == []
+    assert class_line(again.classes[1]) == 'plastic: 6 photos, no new results'
     after = tree(dest)
     assert {k: v for k, v in after.items() if k != MANIFEST} == {k: v for k, v in before.items() if k != MANIFEST}
     assert [r['url'].rsplit('/', 1)[1] for r in read_manifest(dest)[len(recs):]] == ['late.jpg']
@@ -489,3 +495,109 @@ def test_ctrl_c_leaves_a_consistent_folder_and_resumes(photos, tmp_path):
         assert report.classes[0].total == 16
         assert not {u.rsplit('/', 1)[1] for u in first} & set(site.hits() - hits)   # kept ones not fetched again
         assert_consistent(dest)
+
+
+# ---------------------------------------------------------------- one pool, results as they complete, the deadline
+
+def wait_until(cond, what: str, bound: float = 60):
+    "Poll `cond` until it holds; fail (not a timing assertion: a generous bound against hanging forever)"
+    end = time.monotonic() + bound
+    while not cond():
+        assert time.monotonic() < end, f'still waiting for {what}'
+        time.sleep(0.02)
+
+def kept_urls(dest) -> set[str]:
+    return {r['url'].rsplit('/', 1)[1] for r in read_manifest(dest) if r['status'] == 'kept'}
+
+def test_a_hanging_server_delays_no_other_photo_or_class(site, photos, tmp_path):
+    g, p = photos['glass'], photos['plastic']
+    held = __import__('threading').Event()
+    site.add_results('glass', [site.add('held.jpg', g[0], gate=held)] + [site.add(f'g{i}.jpg', g[i]) for i in range(1, 5)])
+    site.add_results('plastic', [site.add(f'p{i}.jpg', p[i]) for i in range(4)])
+    out = {}
+    t = __import__('threading').Thread(target=lambda: out.update(r=scrape(['glass', 'plastic'], tmp_path, 10,
+                                                                          search_url=site.search_url, timeout=60, progress=False)))
+    t.start()
+    others = {f'g{i}.jpg' for i in range(1, 5)} | {f'p{i}.jpg' for i in range(4)}
+    try:
+        wait_until(lambda: others <= kept_urls(tmp_path), 'the photos of the other servers')
+        assert t.is_alive() and site.in_flight() == 1          # the held answer is still pending meanwhile
+        assert 'held.jpg' not in kept_urls(tmp_path)
+    finally: held.set()
+    t.join(60)
+    assert kept_urls(tmp_path) == others | {'held.jpg'}
+    assert [c.kept for c in out['r'].classes] == [5, 4]
+    assert_consistent(tmp_path)
+
+def test_next_class_is_searched_while_the_previous_downloads(site, photos, tmp_path):
+    "The first class's photos are answered only once the second class's search has arrived"
+    g, p = photos['glass'], photos['plastic']
+    gate = site.searched('PET bottle')
+    site.add_results('glass jar', [site.add(f'g{i}.jpg', g[i], gate=gate) for i in range(3)])
+    site.add_results('PET bottle', [site.add(f'p{i}.jpg', p[i]) for i in range(3)])
+    report = scrape({'glass': 'glass jar', 'plastic': 'PET bottle'}, tmp_path, 10, search_url=site.search_url,
+                    timeout=30, progress=False)
+    assert [c.kept for c in report.classes] == [3, 3]          # a run that searched after downloading would time out
+    assert list(dict.fromkeys(site.searches())) == ['glass jar', 'PET bottle']
+
+def test_same_url_for_two_classes_is_fetched_once_and_kept_by_the_first(site, photos, tmp_path):
+    g = photos['glass']
+    shared = site.add('shared.jpg', g[0], delay=0.3)
+    site.add_results('jar', [shared, site.add('g1.jpg', g[1])])
+    site.add_results('bottle', [shared, site.add('g2.jpg', g[2])])
+    report = scrape({'jar': 'jar', 'bottle': 'bottle'}, tmp_path, 10, search_url=site.search_url, **FAST)
+    assert site.hits()['shared.jpg'] == 1
+    assert sorted(f.name for f in image_files(tmp_path/'jar')) == sorted([name_of(g[0]), name_of(g[1])])
+    assert report.classes[1].rejected == Counter({'conflict': 1}) and report.classes[1].kept == 1
+
+def test_of_two_near_copies_the_larger_is_kept_whichever_arrives_first(site, photos, tmp_path):
+    g = photos['glass']
+    big = site.add('big.jpg', g[3], delay=0.3)                      # the original arrives last
+    small = site.add('small.jpg', resized(g[3], (144, 192), quality=60))   # the sample's photos are 192 x 256
+    site.add_results('jar', [small, big])
+    report = scrape(['jar'], tmp_path, 10, search_url=site.search_url, **FAST)
+    assert [f.name for f in image_files(tmp_path/'jar')] == [name_of(g[3])]
+    c = report.classes[0]
+    assert (c.kept, c.rejected) == (1, Counter({'near-duplicate': 1}))
+    last = {r['url'].rsplit('/', 1)[1]: r['status'] for r in read_manifest(tmp_path)}
+    assert last == {'small.jpg': 'rejected', 'big.jpg': 'kept'}
+    assert_consistent(tmp_path)
+
+def test_deadline_ends_the_run_while_servers_hang(site, photos, tmp_path):
+    m = photos['metal']
+    site.add_results('can', [site.add('ok.jpg', m[0])] + [site.add(f'h{i}.jpg', m[i], delay=HANG) for i in range(1, 4)])
+    t0 = time.monotonic()
+    report = scrape(['can'], tmp_path, 10, search_url=site.search_url, timeout=120, deadline=2, progress=False)
+    assert time.monotonic() - t0 < 60                              # far less than one request's timeout
+    c = report.classes[0]
+    assert report.deadline_hit and (c.kept, c.not_tried) == (1, 3)
+    assert any('deadline' in w for w in report.warnings()) and report.problems() == []
+    assert [r['url'].rsplit('/', 1)[1] for r in read_manifest(tmp_path)] == ['ok.jpg']   # nothing recorded for the rest
+    assert_consistent(tmp_path)
+
+
+# ---------------------------------------------------------------- hostile results, re-runs and exit codes
+
+def test_hostile_results_and_reruns_through_the_command(photos, tmp_path):
+    g, p = photos['glass'], photos['plastic']
+    with LocalImageSearch(hosts=4) as site:
+        jars, keep_jars = hostile_results(site, 'glass jar', g[:8], g[8])
+        shared = next(u for u in jars if u.endswith('/0.jpg'))
+        tubs, keep_tubs = hostile_results(site, 'plastic tub', p[:8], p[8], shared=shared, seed=1)
+        args = ['scrape', '--classes', 'glass jar', 'plastic tub', '--dest', str(tmp_path), '--search-url', site.search_url,
+                '--timeout', '1', '--retries', '1', '--backoff', '0.02', '--quiet']
+        rc, out, err = main_in_process(args)
+        assert rc == 0, err
+        for cls, keep in (('glass jar', keep_jars), ('plastic tub', keep_tubs)):
+            assert sorted(f.name for f in image_files(tmp_path/cls)) == sorted(map(name_of, keep)), cls
+        assert 'glass jar: 8 photos, 8 new' in out
+        retried = {u.rsplit('/img/', 1)[1] for u in jars + tubs if u.endswith(('/hang.jpg', '/500.jpg'))}
+        for run in range(2, MAX_FAILED_RUNS + 2):                  # re-runs: only the failed URLs are tried again
+            before, hits = tree(tmp_path), site.hits()
+            rc, out, err = main_in_process(args)
+            assert rc == 0, err
+            assert set(site.hits() - hits) == (retried if run <= MAX_FAILED_RUNS else set())
+            assert {k: v for k, v in tree(tmp_path).items() if k != MANIFEST} == {k: v for k, v in before.items() if k != MANIFEST}
+            assert 'glass jar: 8 photos, no new results' in out and 'plastic tub: 8 photos, no new results' in out
+        assert f'2 URLs skipped (failed in {MAX_FAILED_RUNS} runs)' in out
+        assert_consistent(tmp_path)

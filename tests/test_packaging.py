@@ -1,0 +1,85 @@
+"""The package as users install it: a wheel, installed into a fresh virtualenv outside the repository, runs
+`demo` and serves `app` with only the files it ships; `--help` needs neither torch nor fastai."""
+import os, shutil, subprocess, sys, time, urllib.request, zipfile
+from pathlib import Path
+import pytest
+from conftest import ROOT, cli
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory) -> Path:
+    "A wheel built from the working tree (no build isolation: the build backend is already installed)"
+    out = tmp_path_factory.mktemp('dist')
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', out, ROOT],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return next(out.glob('recycle_classifier-*.whl'))
+
+
+@pytest.fixture(scope='module')
+def venv(wheel, tmp_path_factory) -> Path:
+    "A fresh virtualenv outside the repository with the wheel installed; the dependencies come from the test's own environment"
+    home = tmp_path_factory.mktemp('outside')
+    venv = home/'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv], check=True)
+    site = next((venv/'lib').glob('python3*/site-packages'))
+    # the dependencies (torch, fastai, ...) are the test environment's; its editable install of this repo is
+    # not (a .pth line adds a folder to sys.path without running that folder's own .pth files)
+    deps = next(p for p in map(Path, sys.path) if p.name == 'site-packages' and (p/'fastai').exists())
+    (site/'deps.pth').write_text(str(deps) + '\n')
+    r = subprocess.run([sys.executable, '-m', 'pip', '--python', venv/'bin'/'python', 'install', '--no-deps', '-q', wheel],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return venv
+
+
+def run_outside(venv, *args, cwd, timeout=600, **kw):
+    "Run the installed console script in `cwd`, with no trace of the repository in the environment"
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    return subprocess.run([venv/'bin'/'recycle-classifier', *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def test_wheel_ships_its_files(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for f in ['recycle_classifier/resources/recycle_app.ipynb', 'recycle_classifier/resources/guidelines/default.yaml',
+              'recycle_classifier/resources/trashnet-sample/LICENSE', 'recycle_classifier/resources/trashnet-sample/README.md']:
+        assert f in names, f
+    assert sum(n.endswith('.jpg') for n in names) >= 120
+
+
+def test_installed_package_is_the_wheel(venv, tmp_path):
+    code = 'import recycle_classifier, recycle_classifier.core as c; print(recycle_classifier.__file__); print(c.SAMPLE_DIR.exists())'
+    r = subprocess.run([venv/'bin'/'python', '-c', code], cwd=tmp_path, capture_output=True, text=True)
+    where, sample = r.stdout.split()
+    assert str(venv) in where and str(ROOT) not in where, where
+    assert sample == 'True'
+
+
+def test_help_needs_no_torch(venv, tmp_path):
+    code = ('import sys\nfrom recycle_classifier.cli import main\ntry: main(["--help"])\nexcept SystemExit: pass\n'
+            'print(sorted(m for m in ("torch", "fastai", "torchvision") if m in sys.modules))')
+    r = subprocess.run([venv/'bin'/'python', '-c', code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == '[]', r.stdout + r.stderr
+    assert 'demo' in r.stdout and 'extend' in r.stdout
+
+
+def test_demo_and_app_from_the_wheel(venv, tmp_path):
+    r = run_outside(venv, 'demo', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path/'models'/'demo.pkl').exists()
+    port = 18000 + os.getpid() % 1000
+    app = subprocess.Popen([venv/'bin'/'recycle-classifier', 'app', '--model', 'models/demo.pkl', '--port', str(port)],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')})
+    try:
+        deadline, page = time.time() + 120, None
+        while time.time() < deadline and app.poll() is None:
+            try: page = urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=30).read().decode(); break
+            except OSError: time.sleep(1)
+        assert page is not None, f'app did not answer; exit code {app.poll()}'
+        assert 'voila' in page.lower()
+    finally:
+        app.terminate()
+        try: app.wait(20)
+        except subprocess.TimeoutExpired: app.kill()

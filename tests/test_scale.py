@@ -1,0 +1,140 @@
+"""Ray batch prediction on a local Ray (127.0.0.1 only, no dashboard, 2 CPUs) and two-process training with gloo:
+records equal plain prediction's, a killed job resumes without classifying finished photos again, the
+distributed export is a normal one."""
+import json, os, shutil, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest
+from recycle_classifier.core import SAMPLE_DIR
+from recycle_classifier.fileio import read_jsonl
+from recycle_classifier.layout import image_files
+from recycle_classifier.predictor import load_predictor
+from recycle_classifier.scale import predict_ray, read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(path):
+    "A tiny exported learner on the sample (32 px): real fastai inference in a second, no training"
+    from torch import nn
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, Learner
+    from recycle_classifier.learner import SafePILImage, export_learner
+    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
+                    splitter=GrandparentSplitter(), item_tfms=Resize(32, method='squish')).dataloaders(SAMPLE_DIR, bs=16)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6))
+    return export_learner(Learner(dls, net), path)
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    "The sample's validation photos, then an empty file, an HTML page named .jpg and a truncated JPEG; the model"
+    d = tmp_path_factory.mktemp('scale')
+    bad = d/'bad'; bad.mkdir()
+    (bad/'empty.jpg').write_bytes(b'')
+    (bad/'page.jpg').write_text('<!doctype html><html><body>Not found</body></html>')
+    good = image_files(SAMPLE_DIR/'valid')
+    (bad/'truncated.jpg').write_bytes(good[0].read_bytes()[:3000])
+    listing = d/'photos.txt'
+    listing.write_text(f'# the sample, then the bad files\n{SAMPLE_DIR/"valid"}\n\n{bad}\n')
+    files = good + sorted(bad.iterdir())
+    return dict(dir=d, listing=listing, files=files, model=tiny_model(d/'tiny.pkl'))
+
+
+def plain(model, files):
+    "What `predict --json` prints for `files`"
+    return list(load_predictor(model).predict_paths(files))
+
+
+KILLER = textwrap.dedent('''
+    import os, signal, sys, psutil
+    from recycle_classifier import scale
+    model, listing, out, pids = sys.argv[1:5]
+    calls = []
+    def append(self, records):
+        calls.append(1)
+        if len(calls) == 3:   # the third batch: half a line reaches the disk, then the process dies
+            with open(self.journal, 'a') as f: f.write(scale.json.dumps(records[0])[:40])
+            open(pids, 'w').write(' '.join(str(p.pid) for p in psutil.Process().children(recursive=True)))
+            os.kill(os.getpid(), signal.SIGKILL)
+        scale.append_jsonl(self.journal, *records)
+    scale.RecordFile.append = append
+    scale.predict_ray(model, [listing], out, actors=1, batch_size=4, progress=False)
+''')
+
+
+def test_killed_job_resumes(photos, tmp_path):
+    "SIGKILL part-way (a cut line on disk): the re-run classifies only the rest; Ray's processes died with the job"
+    import psutil
+    out, pids = tmp_path/'preds.jsonl', tmp_path/'pids'
+    r = subprocess.run([sys.executable, '-c', KILLER, photos['model'], photos['listing'], out, pids],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == -9, r.stdout + r.stderr
+    kept = read_jsonl(out)
+    assert len(kept) >= 2 and not out.read_text().endswith('\n')        # two whole batches and a cut line
+    def alive():
+        return [p for p in map(int, pids.read_text().split()) if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    for _ in range(120):   # Ray notices its driver died and stops its processes within seconds
+        if not alive(): break
+        time.sleep(0.5)
+    assert not alive(), f'Ray processes outlived the killed job by a minute: {alive()}'
+    res = predict_ray(photos['model'], [photos['listing']], out, actors=2, batch_size=8, progress=False)
+    n = len(photos['files'])
+    assert res['skipped'] == len(kept) and res['classified'] == n - len(kept) and res['errors'] == 3, res
+    assert read_records(out) == plain(photos['model'], photos['files'])
+    again = predict_ray(photos['model'], [photos['listing']], out, progress=False)   # nothing left: no Ray at all
+    assert again['classified'] == 0 and again['skipped'] == n
+
+
+@pytest.fixture(scope='module')
+def local_ray():
+    "A local Ray on 127.0.0.1 only, no dashboard, 2 CPUs; stopped by the test"
+    import ray
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    ray.init(address='local', _node_ip_address='127.0.0.1', include_dashboard=False, num_cpus=2)
+    yield ray
+    ray.shutdown()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize('suffix', ['.jsonl', '.parquet'])
+def test_records_equal_plain_predict(photos, local_ray, tmp_path, suffix):
+    "Folders and bad files through two actors: the same records, in the same order, as plain prediction"
+    out = tmp_path/f'preds{suffix}'
+    res = predict_ray(photos['model'], [SAMPLE_DIR/'valid', photos['dir']/'bad'], out, actors=2, batch_size=8,
+                      progress=False)
+    assert res['classified'] == len(photos['files']) and res['errors'] == 3
+    recs = read_records(out)
+    assert recs == plain(photos['model'], photos['files'])
+    assert [r['error'].split(' (')[0] for r in recs[-3:]] == ['not an image (unrecognised or empty file)'] * 2 + ['corrupt or truncated image']
+    assert local_ray.is_initialized()     # a Ray it did not start is left running
+
+
+def test_missing_ray_says_how_to_install(photos, tmp_path):
+    "Without Ray installed, one line that says what to install"
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from recycle_classifier.scale import predict_ray\n"
+            "from recycle_classifier.core import UserError\n"
+            f"try: predict_ray({str(photos['model'])!r}, [{str(photos['listing'])!r}], {str(tmp_path/'p.jsonl')!r})\n"
+            "except UserError as e: print(e)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert "pip install 'recycle_classifier[ray]'" in r.stdout, r.stdout + r.stderr
+
+
+def test_two_process_training_is_a_normal_export(tmp_path):
+    "`accelerate launch` with two CPU processes (gloo) on the sample: an export load_learner loads and predicts with"
+    from recycle_classifier.learner import load_learner
+    out = tmp_path/'dist.pkl'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([str(Path(sys.executable).parent/'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2',
+                        '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29617',
+                        '-m', 'recycle_classifier.scale', 'train-distributed', str(SAMPLE_DIR), '--out', str(out),
+                        '--arch', 'mobilenet_v2', '--size', '64', '--epochs', '1', '--freeze-epochs', '0', '--device', 'cpu'],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert 'training on 2 process(es)' in r.stdout
+    meta = json.loads(out.with_suffix('.json').read_text())
+    assert meta['metrics']['processes'] == 2 and meta['metrics']['n_valid'] == len(image_files(SAMPLE_DIR/'valid'))
+    learn = load_learner(out)
+    assert 'SyncBatchNorm' not in repr(learn.model) and not hasattr(learn.model, 'module')
+    recs = list(load_predictor(out).predict_paths(image_files(SAMPLE_DIR/'valid')[:4]))
+    assert [r['label'] in learn.dls.vocab for r in recs] == [True] * 4
