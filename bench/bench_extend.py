@@ -248,15 +248,21 @@ def merge(parts, ks):
 
 NOTES = """
 Leave-one-class-out on TrashNet (Thung & Yang 2016, MIT license): for each of the 6 classes, a base head is trained on
-the other 5 (train split, {head}, on standardised cached features of {spec}, both views); the held-out class is added
+the other 5 (train split; {head}; on standardised cached features of {spec}, both views); the held-out class is added
 from K of its train photos ({draws} random draws per K and class; the re-train reference 5 draws); scores on the valid
 split (328 photos), mean over the 6 held-out classes. overall: accuracy on all valid photos of the 6 classes; novel
 recall: held-out photos called the new class; base accuracy: the 5 base classes' photos classified right in the 6-way
 model; base drop: the 5-class base model's accuracy on the same photos minus that; false novel: base photos called the
-new class. imprint xS: the new row of the final layer imprinted from the photos' penultimate features (the MLP's hidden
-layer), S times the trained rows' mean length, bias the trained biases' mean (linear head: the same on the standardised
-features themselves). prototypes: nearest class mean of unit features, base classes from all their train photos.
-re-train (balanced): the head trained again on the base train photos plus the K photos, class-weighted.
+new class.
+
+imprint xS +B: the package's method (fewshot.imprint): a new logit, linear in the head's input (the standardised
+features), pointing from their centre to the mean of the K photos' features, S times the mean length of the head's
+logit gradients at the centre, B added to the mean trained logit there. The package's default is x0.5 +0 (SCALE, SHIFT
+in fewshot.py), the best overall accuracy at K = 5. "(linear head)": the same with a linear base head. imprint at the
+final layer: Qi et al.'s imprinting of the MLP's hidden features (the final layer's input), scaled to the trained rows'
+mean length, bias the trained biases' mean. prototypes: the plain prototype model, nearest class mean of unit
+features, base classes from all their train photos. re-train (balanced): the head trained again on the base train
+photos plus the K photos, class-weighted.
 """
 
 if __name__ == '__main__': main()

@@ -19,10 +19,10 @@ from .backbones import ARCHS, LITE_STATS, efficientnet_lite_body, imagenet_model
 
 # %% auto #0
 __all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'CACHE_ENV', 'DEFAULT_CACHE_BYTES', 'backbone_names',
-           'frozen_body', 'FrozenBody', 'view_of', 'check_resize', 'resize_tfm', 'load_batch', 'bf16_supported',
-           'onnxruntime_available', 'TorchEngine', 'OrtEngine', 'pick_engine', 'Embedder', 'MultiEmbedder',
-           'parse_spec', 'get_embedder', 'default_cache_dir', 'FeatureCache', 'FeatureClassifier', 'standardise',
-           'feature_model']
+           'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize', 'resize_tfm', 'load_batch',
+           'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine', 'pick_engine', 'Embedder',
+           'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_cache_dir', 'FeatureCache', 'FeatureClassifier',
+           'standardise', 'feature_model']
 
 # %% ../nbs/00e_embed.ipynb #c413673d
 LITE_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
@@ -44,6 +44,13 @@ def frozen_body(arch: str) -> tuple[nn.Module, tuple, str]:
     return body, arch_stats(b), f'torchvision {b.weights}'
 
 # %% ../nbs/00e_embed.ipynb #f6cfba20
+@functools.lru_cache(maxsize=16)
+def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    "The `(n_out, n_in)` matrix of antialiased bilinear resizing along one axis, exactly as `F.interpolate` does it"
+    eye = torch.eye(n_in)[None, None]
+    m = F.interpolate(eye, size=(n_out, n_in), mode='bilinear', align_corners=False, antialias=True)[0, 0]
+    return torch.from_numpy(m.numpy().copy())   # a constant, even inside an ONNX trace (which has no antialiased resize)
+
 class FrozenBody(nn.Module):
     "A frozen ImageNet body at `size` px: `[0, 1]` photos of any size to average-pooled features"
     def __init__(self, body: nn.Module, arch: str, size: int, stats):
@@ -61,8 +68,8 @@ class FrozenBody(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         "A `[0, 1]` batch resized to this body's size and normalised"
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode='bilinear', align_corners=False, antialias=True)
+        h, w = x.shape[-2:]
+        if (h, w) != (self.size, self.size): x = resize_matrix(h, self.size) @ x @ resize_matrix(w, self.size).T
         return (x - self.mean) / self.std
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
@@ -380,7 +387,7 @@ class FeatureClassifier(nn.Module):
         "Standardised features `(len(views), n, dim)` of a `[0, 1]` batch"
         xs = torch.cat([view_of(x, v) for v in self.views])
         f = torch.cat([b(xs) for b in self.bodies], dim=1)
-        return ((f - self.feat_mean) / self.feat_std).view(len(self.views), len(x), -1)
+        return ((f - self.feat_mean) / self.feat_std).view(len(self.views), -1, f.shape[-1])  # batch axis left free for ONNX
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).mean(0)

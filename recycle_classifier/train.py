@@ -19,6 +19,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitt
 from .core import UserError, package_version
 from .fileio import check_writable
 from .layout import walk_dataset
+from .data import scan_dataset, dataset_report, check_trainable
 from .learner import SafePILImage, export_learner, training_record
 from .metrics import confusion_text
 from .backbones import resolve_arch, arch_stats
@@ -26,8 +27,8 @@ from .embed import (get_embedder, FeatureCache, standardise, feature_model, resi
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'DEFAULTS', 'TRAIN_OPTIONS',
-           'add_train_arguments', 'training_split', 'dataset_summary', 'make_head', 'fit_head', 'head_probs',
-           'metrics_from_probs', 'photo_dls', 'feature_learner', 'train_features', 'FastCPUBatches',
+           'add_train_arguments', 'training_split', 'dataset_summary', 'checked_split', 'make_head', 'fit_head',
+           'head_probs', 'metrics_from_probs', 'photo_dls', 'feature_learner', 'train_features', 'FastCPUBatches',
            'validation_metrics', 'train_finetune', 'train', 'add_command', 'cmd_train']
 
 # %% ../nbs/03_train.ipynb #9aa91f3f
@@ -88,6 +89,14 @@ def dataset_summary(root, classes, train, valid) -> str:
         return f'  {name}: {len(ps)} photos (' + ', '.join(f'{c} {k}' for c, k in n.items()) + ')'
     return '\n'.join([f'Dataset {root}: {len(classes)} classes', line('train', train), line('valid', valid)])
 
+# %% ../nbs/03_train.ipynb #5681b2d4
+def checked_split(data, valid_pct: float = 0.2, seed: int = 42, say=print) -> tuple:
+    "`training_split` after the dataset report people read before training (counts, imbalance, files set aside)"
+    scan = scan_dataset(data, verify=False)
+    say(dataset_report(scan))
+    check_trainable(scan)
+    return training_split(data, valid_pct, seed)
+
 # %% ../nbs/03_train.ipynb #7a2858e4
 def _write_onnx(learn, out, say=print):
     "Write the ONNX file beside an export (for services and the app); a failure is reported, never fatal"
@@ -95,7 +104,7 @@ def _write_onnx(learn, out, say=print):
         from recycle_classifier.onnx_export import export_onnx
         say(f'ONNX for services and the app: {export_onnx(learn, Path(out).with_suffix(".onnx"))}')
     except ImportError as e: say(f'note: no ONNX file written ({e}); pip install onnx onnxruntime')
-    except UserError as e: say(f'note: no ONNX file written: {e}')
+    except Exception as e: say(f'note: no ONNX file written: {e}')  # the .pkl is written; ONNX is a convenience
 
 # %% ../nbs/03_train.ipynb #0fcd130b
 def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.2, drop: float = 0.5) -> nn.Module:
@@ -166,18 +175,19 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     "The default recipe: a head on cached features of frozen ImageNet bodies; export to `out`; (learner, metrics)"
     say = print if verbose else (lambda *a, **k: None)
     d = FEATURE_DEFAULTS
-    hp = dict(epochs=epochs or d['epochs'], bs=bs or d['bs'], lr=lr or d['lr'], hidden=d['hidden'], in_drop=d['in_drop'],
+    hp = dict(epochs=d['epochs'] if epochs is None else epochs, bs=bs or d['bs'], lr=lr or d['lr'], hidden=d['hidden'], in_drop=d['in_drop'],
               drop=d['drop'], wd=d['wd'], label_smoothing=d['label_smoothing'], **head_kw)
-    if hp['epochs'] < 1 or hp['bs'] < 1: raise UserError('--epochs and --bs must be at least 1')
+    if hp['epochs'] < 1: raise UserError('nothing to train: --epochs must be at least 1')
+    if hp['bs'] < 1: raise UserError('--bs must be at least 1')
     out = check_writable(out)
-    root, classes, train, valid = training_split(data, valid_pct, seed)
-    say(dataset_summary(root, classes, train, valid))
+    root, classes, train, valid = checked_split(data, valid_pct, seed, say)
+    if arch: say(f'architecture: {arch}, weights: {resolve_arch(arch, notify=say)[1]}')
     t0 = time.time()
     emb = get_embedder(_bodies_spec(arch, size, bodies), resize=resize)
     cache = FeatureCache(cache_dir, enabled=not no_cache, notify=say)
     say(f'embedding with {emb!r}' + ('' if no_cache else f' (feature cache {cache.dir})'))
     feats, ok, errors = cache.features(emb, train + valid, d['views'], bs=8, progress=_progress(verbose))
-    for p, why in errors: say(f'skipped {p}: {why}')
+    if errors: say(f'skipped {len(errors)} unreadable photo(s), left in place:\n' + '\n'.join(f'  {p}: {why}' for p, why in errors))
     t1 = time.time()
     say(f'features of {len(ok)} photos in {t1 - t0:.1f} s ({cache.stats["hits"]} from the cache, {cache.stats["misses"]} embedded)')
     valid_set = set(valid)
@@ -250,8 +260,7 @@ def train_finetune(data, out='models/model.pkl', arch=None, size=None, epochs=No
     if epochs < 0 or freeze_epochs < 0 or epochs + freeze_epochs == 0: raise UserError('nothing to train: epochs must add up to at least 1')
     if size < 32: raise UserError(f'--size {size} is too small; use at least 32 pixels')
     out = check_writable(out)
-    root, classes, train, valid = training_split(data, valid_pct, seed)
-    say(dataset_summary(root, classes, train, valid))
+    root, classes, train, valid = checked_split(data, valid_pct, seed, say)
     backbone, source = resolve_arch(arch, notify=say)
     say(f'architecture: {backbone.name} ({backbone.weights or "ImageNet"}), weights: {source}')
     set_seed(seed, reproducible=True)
@@ -288,6 +297,7 @@ def train(data, recipe: str = 'features', out='models/model.pkl', arch: str | No
           verbose: bool = True, **kw):
     "Train a classifier on the photos in `data` with `recipe`, export it to `out`; return (learner, metrics)"
     if recipe not in RECIPES: raise UserError(f'unknown recipe {recipe!r}; choose one of: {", ".join(RECIPES)}')
+    if size is not None and size < 32: raise UserError(f'--size {size} is too small; use at least 32 pixels')
     if recipe == 'finetune':
         return train_finetune(data, out, arch, size, epochs, freeze_epochs, bs, lr, seed, squish, valid_pct, num_workers, verbose)
     return train_features(data, out, arch, size, bodies, 'crop' if crop else 'squish', epochs, bs, lr, seed,

@@ -104,12 +104,12 @@ def card(page, n: int, i: int = 0):
 @pytest.fixture(scope='module')
 def confident_photo(model_path):
     "A validation photo the session's model gets right, with the most confidence; (path, label, probability)"
-    from recycle_classifier.core import open_image
-    from recycle_classifier.export import load_model, predict_images
-    learn = load_model(model_path)
-    vocab = list(learn.dls.vocab)
+    from recycle_classifier.images import open_image
+    from recycle_classifier.predictor import load_predictor
+    model = load_predictor(model_path)
+    vocab = model.classes
     photos = [p for c in vocab for p in sorted((SAMPLE/'valid'/c).glob('*.jpg'))[:3]]
-    probs = predict_images(learn, [open_image(p) for p in photos])
+    probs = model.predict_probs([open_image(p) for p in photos])
     scored = [(float(pr[vocab.index(p.parent.name)]), p) for p, pr in zip(photos, probs)
               if vocab[int(pr.argmax())] == p.parent.name]
     assert scored, 'the session model gets no validation photo right'

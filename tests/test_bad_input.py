@@ -91,7 +91,8 @@ def test_training_skips_and_lists_unreadable_files_losing_nothing(tmp_path, brok
     r = cli('train', data, '--arch', 'mobilenet_v2', '--epochs', '1', '--freeze-epochs', '0', '--size', '64',
             '--out', tmp_path/'m.pkl')
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'skipped 5 file(s), left in place' in r.stdout
+    assert 'skipped 1 file(s), left in place' in r.stdout            # the report before training: not photos
+    assert 'skipped 4 unreadable photo(s), left in place' in r.stdout   # found while embedding
     for name in ('zero.jpg', 'truncated.jpg', 'page.jpg', 'notes.txt', 'bomb.png'): assert name in r.stdout
     assert sorted(p.relative_to(data) for p in data.rglob('*')) == before
 

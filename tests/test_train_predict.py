@@ -13,7 +13,8 @@ def records(stdout):
 def test_default_recipe_is_a_head_on_cached_features(trained):
     path, output = trained
     meta = json.loads(path.with_suffix('.json').read_text())['model']
-    assert meta['recipe'] == 'features' and meta['bodies'] == 'efficientnet_lite0@384+mobilenet_v2@320'
+    assert meta['recipe'] == 'features' and meta['views'] == ['orig', 'flip']
+    assert meta['bodies'].startswith('efficientnet_lite0-384-squish') and '+mobilenet_v2-320-squish' in meta['bodies']
     assert 'embedding with' in output and 'feature cache' in output
     assert path.with_suffix('.onnx').exists()           # every export gets its ONNX file
 
@@ -73,7 +74,7 @@ def test_one_body_recipe_efficientnet_lite0(tmp_path):
     r = cli('train', SAMPLE, '--arch', 'efficientnet_lite0', '--size', '96', '--epochs', '5', '--out', out)
     assert r.returncode == 0, r.stdout + r.stderr
     saved = json.loads(out.with_suffix('.json').read_text())
-    assert saved['model']['bodies'] == 'efficientnet_lite0@96'
+    assert saved['model']['bodies'].startswith('efficientnet_lite0-96-squish') and '+' not in saved['model']['bodies']
     recs = records(cli('predict', out, SAMPLE/'valid', '--json').stdout)
     acc = np.mean([Path(x['path']).parent.name == x['label'] for x in recs])
     assert len(recs) == 60 and acc == pytest.approx(saved['metrics']['accuracy'], abs=1e-9)
@@ -103,7 +104,7 @@ def test_demo_runs_the_main_job(tmp_path):
     r = cli('demo', '--out', out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'validation accuracy:' in r.stdout and 'reloading' in r.stdout
-    marks = [l for l in r.stdout.splitlines() if l[:1] in '✓✗']
+    marks = [l for l in r.stdout.splitlines() if l[:1] and l[:1] in '✓✗']
     assert len(marks) >= 6 and all('->' in l for l in marks)
     assert '\r' not in r.stdout and '█' not in r.stdout      # a clean log when the output is not a terminal
     assert out.exists() and out.with_suffix('.json').exists() and out.with_suffix('.onnx').exists()
