@@ -18,8 +18,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'/'app.jsonl'
 SCREENSHOT = ROOT/'docs'/'app-screenshot.png'
-PHOTO = ROOT/'data'/'trashnet-sample'/'valid'/'glass'/'glass112.jpg'
-SHOWCASE = [ROOT/'data'/'trashnet-sample'/'valid'/'glass'/'glass112.jpg']
+PHOTO = ROOT/'recycle_classifier'/'resources'/'trashnet-sample'/'valid'/'glass'/'glass112.jpg'
+SHOWCASE = [ROOT/'recycle_classifier'/'resources'/'trashnet-sample'/'valid'/'glass'/'glass112.jpg']
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']

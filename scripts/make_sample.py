@@ -1,10 +1,10 @@
-"""Rebuild `data/trashnet-sample` from TrashNet: a seeded, class-balanced subset, resized to at most 256 px."""
+"""Rebuild `recycle_classifier/resources/trashnet-sample` from TrashNet: a seeded, class-balanced subset, resized to at most 256 px."""
 import random, shutil, sys
 from pathlib import Path
 from PIL import Image
 
 SRC = Path(sys.argv[1] if len(sys.argv) > 1 else '../shared/datasets/trashnet')
-DEST = Path(sys.argv[2] if len(sys.argv) > 2 else 'data/trashnet-sample')
+DEST = Path(sys.argv[2] if len(sys.argv) > 2 else 'recycle_classifier/resources/trashnet-sample')
 PER_SPLIT, MAX_SIDE = {'train': 30, 'valid': 10}, 256
 
 rng = random.Random(2016)
