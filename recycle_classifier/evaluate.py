@@ -16,7 +16,7 @@ from .core import UserError, BadImage
 from .fileio import atomic_write, file_sha256
 from .layout import walk_dataset, expand_paths
 from .images import open_image, open_images
-from .metrics import confusion_matrix, classification_metrics, most_confused, confusion_text
+from .metrics import confusion_matrix, classification_metrics, most_confused, confusion_text, safe_ratio
 from .predictor import Predictor, load_predictor
 
 # %% auto #0
@@ -228,7 +228,7 @@ def plot_confusion(cm: np.ndarray, classes):
     "The confusion matrix twice: photo counts, and each row divided by its class's photos"
     from matplotlib.figure import Figure
     cm = np.asarray(cm)
-    norm = _ratio(cm, cm.sum(1, keepdims=True).repeat(cm.shape[1], 1))
+    norm = safe_ratio(cm, cm.sum(1, keepdims=True).repeat(cm.shape[1], 1))
     n = len(classes)
     fig = Figure(figsize=(2 * (2.5 + 0.55 * n), 2 + 0.55 * n))
     a, b = fig.subplots(1, 2)

@@ -156,7 +156,9 @@ def test_upload_photo_bad_files_then_photo_again(page, server, confident_photo, 
 
     upload(page, photo)                                  # the app carries on, even with the same photo
     assert card(page, 3).get_attribute('data-label') == label
-    assert '1 photo classified' in page.inner_text('.rc-status')
+    # heatmaps are on now: the status says so while it draws, then reports the photo
+    page.wait_for_function("document.querySelector('.rc-status').innerText.includes('1 photo classified')",
+                           timeout=RESULT_TIMEOUT_MS)
     assert 'Voilà is running at' in server[1].read_text() and f'http://127.0.0.1:' in server[1].read_text()
 
 
@@ -173,16 +175,16 @@ def test_app_command_refuses_what_it_cannot_serve(model_path, tmp_path):
     assert r.returncode == 2 and 'rules.yaml: not valid YAML' in r.stderr
 
 
-def test_several_visitors_at_once(server, confident_photo):
+def test_several_visitors_at_once(page, server, confident_photo):
     "Three pages opened together are each ready (kernels from Voilà's preheated pool) and each classifies"
-    from playwright.sync_api import sync_playwright
     photo, label, _ = confident_photo
     ready = "() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tabs = [browser.new_context().new_page() for _ in range(3)]
+    contexts = [page.context.browser.new_context() for _ in range(3)]   # three visitors, one browser
+    tabs = [c.new_page() for c in contexts]
+    try:
         for tab in tabs: tab.goto(server[0], wait_until='commit', timeout=START_TIMEOUT * 1000)
         for tab in tabs: tab.wait_for_function(ready, timeout=START_TIMEOUT * 1000)
         for tab in tabs: upload(tab, photo)
         for tab in tabs: assert card(tab, 1).get_attribute('data-label') == label
-        browser.close()
+    finally:
+        for c in contexts: c.close()

@@ -69,15 +69,19 @@ def test_demo_and_app_from_the_wheel(venv, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path/'models'/'demo.pkl').exists()
     port = 18000 + os.getpid() % 1000
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    # the dependencies' data files (Voila's page templates) live beside the borrowed dependencies, not in this venv
+    env['JUPYTER_PATH'] = str(Path(sys.prefix)/'share'/'jupyter')
     app = subprocess.Popen([venv/'bin'/'recycle-classifier', 'app', '--model', 'models/demo.pkl', '--port', str(port)],
-                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env={k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')})
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline, page = time.time() + 120, None
         while time.time() < deadline and app.poll() is None:
             try: page = urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=30).read().decode(); break
             except OSError: time.sleep(1)
-        assert page is not None, f'app did not answer; exit code {app.poll()}'
+        if page is None:
+            app.terminate()
+            pytest.fail(f'app did not answer; exit code {app.poll()}: {app.communicate(timeout=20)[0][-3000:]}')
         assert 'voila' in page.lower()
     finally:
         app.terminate()

@@ -87,7 +87,8 @@ def test_finetune_recipe_falls_back_offline_with_notice(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'notice: resnet34 ImageNet weights are unavailable offline' in r.stdout
     meta = json.loads(out.with_suffix('.json').read_text())['model']
-    assert meta['recipe'] == 'finetune' and meta['arch'] == 'mobilenet_v2' and meta['weights_source'].startswith('bundled')
+    assert meta['recipe'] == 'finetune' and meta['arch'] == 'mobilenet_v2'
+    assert meta['weights_source'].startswith(('bundled', 'torch hub cache'))   # copied from the bundle by an earlier test
     assert cli('predict', out, SAMPLE/'valid'/'glass', '--json').returncode == 0
 
 
