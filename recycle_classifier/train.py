@@ -21,15 +21,15 @@ from .fileio import check_writable
 from .layout import walk_dataset
 from .data import scan_dataset, dataset_report, check_trainable
 from .learner import SafePILImage, export_learner, training_record
-from .metrics import confusion_text
+from .metrics import confusion_text, confusion_matrix
 from .backbones import resolve_arch, arch_stats
 from .embed import (get_embedder, FeatureCache, standardise, feature_model, resize_tfm, VIEWS)
 
 # %% auto #0
-__all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'DEFAULTS', 'TRAIN_OPTIONS',
-           'add_train_arguments', 'training_split', 'dataset_summary', 'checked_split', 'make_head', 'fit_head',
-           'head_probs', 'metrics_from_probs', 'photo_dls', 'feature_learner', 'train_features', 'FastCPUBatches',
-           'validation_metrics', 'train_finetune', 'train', 'add_command', 'cmd_train']
+__all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments',
+           'training_split', 'checked_split', 'make_head', 'fit_head', 'head_probs', 'metrics_from_probs', 'photo_dls',
+           'feature_learner', 'train_features', 'FastCPUBatches', 'validation_metrics', 'train_finetune', 'train',
+           'add_command', 'cmd_train']
 
 # %% ../nbs/03_train.ipynb #9aa91f3f
 RECIPES = ('features', 'finetune')
@@ -37,7 +37,6 @@ DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'
 FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, hidden=512, in_drop=0.2, drop=0.5,
                         epochs=40, bs=128, lr=2e-3, wd=0.05, label_smoothing=0.1, seed=42, valid_pct=0.2)
 FINETUNE_DEFAULTS = dict(epochs=4, size=224, bs=32, lr=2e-3, freeze_epochs=1, seed=42, valid_pct=0.2)
-DEFAULTS = FINETUNE_DEFAULTS  # what earlier versions called DEFAULTS
 
 TRAIN_OPTIONS = [  # (flag, argparse keywords): the CLI adds these to `train`
     ('--recipe', dict(choices=RECIPES, default='features', help='features: a head on cached features of frozen ImageNet bodies (fast, the best measured); finetune: fastai fine_tune of the whole network (default %(default)s)')),
@@ -81,13 +80,6 @@ def training_split(data, valid_pct: float = 0.2, seed: int = 42) -> tuple:
     if not valid: raise UserError(f'{found.root}: no validation photos; add DATA/valid/<class>/ or more photos per class')
     return found.root, classes, train, valid
 
-def dataset_summary(root, classes, train, valid) -> str:
-    "One line per split: photos per class"
-    def line(name, ps):
-        n = {c: 0 for c in classes}
-        for p in ps: n[parent_label(p)] += 1
-        return f'  {name}: {len(ps)} photos (' + ', '.join(f'{c} {k}' for c, k in n.items()) + ')'
-    return '\n'.join([f'Dataset {root}: {len(classes)} classes', line('train', train), line('valid', valid)])
 
 # %% ../nbs/03_train.ipynb #5681b2d4
 def checked_split(data, valid_pct: float = 0.2, seed: int = 42, say=print) -> tuple:
@@ -144,8 +136,7 @@ def head_probs(head: nn.Module, mean, std, feats: np.ndarray) -> np.ndarray:
 def metrics_from_probs(probs: np.ndarray, y, classes) -> dict:
     "Validation accuracy, loss, per-class accuracy and confusion matrix from class probabilities"
     y = np.asarray(y); pred = probs.argmax(1)
-    cm = np.zeros((len(classes), len(classes)), dtype=int)
-    np.add.at(cm, (y, pred), 1)
+    cm = confusion_matrix(y, pred, len(classes))
     loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()) if len(y) else float('nan')
     per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
     return dict(accuracy=float((pred == y).mean()), valid_loss=loss, per_class_accuracy=per_class,
