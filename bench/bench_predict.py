@@ -1,74 +1,32 @@
-"""Benchmark prediction: fastai's own paths against the torch-free ONNX predictor, side by side in one run.
+"""Benchmark prediction with REAL models: fastai's own paths against the torch-free ONNX predictor (onnxruntime and
+OpenVINO), side by side in one run, and accuracy against latency for the variants one can export.
 
-For each model (a single-body model, EfficientNet-Lite0 at 320 px on the whole squished photo, one view; and
-a two-body model like the cached-feature default, Lite0 + MobileNetV2 at 320 px on the photo and its mirror
-image; both with an MLP head trained for one epoch on the embedded sample, TrashNet, Thung & Yang 2017, MIT),
-it times, on the sample's 384 px validation photos:
-  fastai `learn.predict(path)` one photo; fastai `get_preds` on a batch of 32 (per photo);
-  ONNX `predict_paths([path])` one photo, file to probabilities; ONNX batched, 32 per batch (per photo);
-  the same for a 4000x3000 (12-megapixel) JPEG; and int8 (static quantisation) one photo and batched;
-and, for the single-body model, `recycle-classifier predict MODEL.onnx PHOTO` from process start to the
-first result line, and the same with a three-line script. Medians; prints a table, appends to
-bench/results/predict.jsonl and rewrites bench/results/predict.md. Run it under the CPU lock:
+Models: the default model `recycle-classifier train DATA --out DEFAULT.pkl` writes (two frozen bodies,
+EfficientNet-Lite0@384 + MobileNetV2@320, on the photo and its mirror image, MLP head), and a single-body model
+(`train DATA --arch efficientnet_lite0 --size 320 --out SINGLE.pkl`). From each it exports, in a temporary folder:
+the model as trained (two views) and with the mirror view dropped (one view, the same head); and int8 copies
+(onnxruntime static quantisation) of the one-view single-body model and of the default. It measures:
+  accuracy of every variant on DATA/valid (TrashNet valid, Thung & Yang 2017, MIT: 328 photos);
+  latency, file to probabilities, on 384 px photos: one photo (median of --runs), and per photo in a batch of 32,
+  with onnxruntime and OpenVINO (fp32; bf16 once, opt-in);
+  fastai `learn.predict` one photo and `get_preds` on 32 for the default and the single-body model;
+  a 4000x3000 JPEG with the single-body model; cold start of `recycle-classifier predict` to the first result;
+  the largest difference between fastai's probabilities and ours on the embedded sample's photos.
+Prints tables, appends one record to bench/results/predict.jsonl and rewrites bench/results/predict.md.
+Run it under the CPU lock (about 5 minutes on 2 cores):
 
-    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_predict.py [--runs 30]
+    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_predict.py --default /tmp/rc14/default.pkl \\
+        --single /tmp/rc14/lite0.pkl --data ../shared/datasets/trashnet
 """
-import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, importlib.util, json, os, platform, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
-TARGETS = {'onnx_one_ms': 15, 'onnx_batch_ms': 8, 'onnx_12mp_ms': 40, 'cold_start_s': 1.5, 'default_speedup': 3}
-
-
-class TwoViews:
-    "Factory for a torch module: bodies on the photo and its mirror image, features averaged, an MLP head"
-    @staticmethod
-    def make(bodies, n_classes):
-        import torch
-        from torch import nn
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.bodies = nn.ModuleList(bodies)
-                dims = [b(torch.zeros(1, 3, 64, 64)).shape[1] for b in self.bodies]
-                self.head = nn.Sequential(nn.Linear(sum(dims), 256), nn.ReLU(), nn.Linear(256, n_classes))
-                self.views = 2
-            def forward(self, x):
-                feats = []
-                for b in self.bodies:
-                    f = b(x)
-                    if self.views == 2: f = (f + b(torch.flip(x, dims=[3]))) / 2
-                    feats.append(f)
-                return self.head(torch.cat(feats, 1))
-        return Net()
-
-
-def build_learner(arches, views, size=320):
-    "A fastai learner on the sample: frozen bodies (pooled), `views` (1 or 2), MLP head trained one epoch"
-    import torch
-    from torch import nn
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, Learner, Normalize
-    from fastai.losses import CrossEntropyLossFlat
-    from recycle_classifier.core import SAMPLE_DIR
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import SafePILImage
-    from recycle_classifier.embed import frozen_body
-    bodies, stats = [], None
-    for a in arches:
-        body, st, _ = frozen_body(a)
-        stats = stats or st
-        bodies.append(nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
-                    splitter=GrandparentSplitter(), item_tfms=Resize(size, method='squish'),
-                    batch_tfms=Normalize.from_stats(*stats)).dataloaders(SAMPLE_DIR, bs=32, num_workers=0)
-    net = TwoViews.make(bodies, len(dls.vocab)); net.views = views
-    for p in net.bodies.parameters(): p.requires_grad_(False)
-    learn = Learner(dls, net, loss_func=CrossEntropyLossFlat())
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 3e-3)
-    learn.recycle_meta = dict(arch='+'.join(arches), size=size, views=views, resize='squish')
-    return learn
+TARGETS = {'single_one_ms': 15, 'single_batch_ms': 8, 'single_12mp_ms': 40, 'cold_start_s': 1.5, 'default_speedup': 3}
+HAVE_OV = importlib.util.find_spec('openvino') is not None
+RUNTIMES = ['onnxruntime'] + (['openvino'] if HAVE_OV else [])
 
 
 def median_ms(f, runs, warmup=2):
@@ -80,32 +38,45 @@ def median_ms(f, runs, warmup=2):
     return round(statistics.median(ts) * 1000, 2)
 
 
-def time_model(learn, onnx_path, int8_path, photos, big, runs):
-    "Every timing for one model, in ms (batched ones per photo)"
+def accuracy(pred, labelled) -> float:
+    "Top-1 accuracy of an OnnxPredictor on (path, label) pairs"
+    recs = list(pred.predict_paths([p for p, _ in labelled]))
+    return round(100 * sum(r.get('label') == y for r, (_, y) in zip(recs, labelled)) / len(labelled), 2)
+
+
+def latency(onnx_path, photos, runs, **kw) -> dict:
+    "One photo and per photo in 32, file to probabilities, in ms"
     from recycle_classifier.onnx_predict import OnnxPredictor
+    p = OnnxPredictor(onnx_path, **kw)
+    batch = photos[:32]
+    return {'one_ms': median_ms(lambda: list(p.predict_paths(photos[:1])), runs),
+            'batch_ms': round(median_ms(lambda: list(p.predict_paths(batch, bs=32)), max(3, runs // 5), 1) / len(batch), 2)}
+
+
+def fastai_latency(learn, photos, runs) -> dict:
+    "fastai `learn.predict` one photo and `get_preds` per photo in 32, in ms"
     from recycle_classifier.onnx_export import fastai_probs
     from recycle_classifier.images import open_image
-    import torch
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    ours, q = OnnxPredictor(onnx_path), OnnxPredictor(int8_path)
-    one, batch = photos[0], photos[:32]
-    r = {}
+    batch = photos[:32]
     with learn.no_bar(), learn.no_logging():
-        r['fastai_predict_one_ms'] = median_ms(lambda: learn.predict(one), runs)
-        r['fastai_predict_12mp_ms'] = median_ms(lambda: learn.predict(big), max(3, runs // 5), 1)
-        r['fastai_get_preds_batch_ms'] = round(median_ms(lambda: fastai_probs(learn, [open_image(p) for p in batch]),
-                                                         max(3, runs // 5), 1) / len(batch), 2)
-    r['onnx_one_ms'] = median_ms(lambda: list(ours.predict_paths([one])), runs)
-    r['onnx_batch_ms'] = round(median_ms(lambda: list(ours.predict_paths(batch, bs=32)), max(3, runs // 5), 1) / len(batch), 2)
-    r['onnx_12mp_ms'] = median_ms(lambda: list(ours.predict_paths([big])), runs)
-    r['int8_one_ms'] = median_ms(lambda: list(q.predict_paths([one])), runs)
-    r['int8_batch_ms'] = round(median_ms(lambda: list(q.predict_paths(batch, bs=32)), max(3, runs // 5), 1) / len(batch), 2)
-    r['speedup_one_vs_fastai_predict'] = round(r['fastai_predict_one_ms'] / r['onnx_one_ms'], 1)
-    r['int8'] = ours and q.meta.get('quantization')
-    return r
+        return {'fastai_predict_ms': median_ms(lambda: learn.predict(photos[0]), max(5, runs // 2), 1),
+                'fastai_get_preds_ms': round(median_ms(lambda: fastai_probs(learn, [open_image(p) for p in batch]), 2, 1) / len(batch), 2)}
 
 
-def cold_start(onnx_path, photo, runs=5):
+def fastai_diff(learn, onnx_path, runtime) -> float:
+    "Largest |fastai - ours| probability on the embedded sample's 60 validation photos"
+    import numpy as np
+    from recycle_classifier.core import SAMPLE_DIR
+    from recycle_classifier.layout import image_files
+    from recycle_classifier.images import open_image
+    from recycle_classifier.onnx_export import fastai_probs
+    from recycle_classifier.onnx_predict import OnnxPredictor
+    ims = [open_image(p) for p in image_files(SAMPLE_DIR/'valid')]
+    ours = OnnxPredictor(onnx_path, draft=False, runtime=runtime).predict_probs(ims)
+    return float(np.abs(fastai_probs(learn, ims) - ours).max())
+
+
+def cold_start(onnx_path, photo, runs=5) -> dict:
     "Seconds from process start to the first result line: the CLI, and a three-line script"
     script = ("from recycle_classifier.predictor import load_predictor\n"
               f"model = load_predictor({str(onnx_path)!r})\n"
@@ -123,68 +94,142 @@ def cold_start(onnx_path, photo, runs=5):
             p.wait()
             if p.returncode != 0 or not line: raise SystemExit(f'{k} failed: {p.stderr.read()[-800:]}')
         out[k] = round(statistics.median(ts), 3)
-    out['torch_imported'] = subprocess.run([sys.executable, '-c', script.replace('print(', 'import sys; print("torch" in sys.modules, ')],
-                                           capture_output=True, text=True).stdout.split()[0] == 'True'
+    probe = script.replace('print(', 'import sys; print("torch" in sys.modules, ')
+    out['torch_imported'] = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True).stdout.split()[0] == 'True'
+    return out
+
+
+def export_variants(learn, name, tmp, valid, int8: bool) -> dict:
+    "ONNX files for `learn` as trained and with one view (mirror dropped); int8 of the one-view one if asked"
+    from recycle_classifier.onnx_export import export_onnx, quantize_onnx
+    from recycle_classifier.onnx_predict import OnnxPredictor
+    out, views = {}, tuple(learn.model.views)
+    if len(views) > 1: out[f'{name}, {len(views)} views'] = export_onnx(learn, tmp/f'{name}-2v.onnx')
+    learn.model.views = ('orig',)
+    out[f'{name}, 1 view'] = one = export_onnx(learn, tmp/f'{name}-1v.onnx')
+    if int8: out[f'{name}, 1 view, int8'] = quantize_onnx(one, check_data=valid)
+    learn.model.views = views
     return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--runs', type=int, default=30, help='timed repetitions of each one-photo measure (default %(default)s)')
+    ap.add_argument('--default', type=Path, required=True, help='the default model (.pkl from `recycle-classifier train`)')
+    ap.add_argument('--single', type=Path, required=True, help='a single-body model (.pkl, train --arch efficientnet_lite0 --size 320)')
+    ap.add_argument('--data', type=Path, default=ROOT.parent/'shared'/'datasets'/'trashnet', help='dataset with valid/<class>/ (default %(default)s)')
+    ap.add_argument('--runs', type=int, default=15, help='timed repetitions of each one-photo measure (default %(default)s)')
     a = ap.parse_args()
     import warnings; warnings.filterwarnings('ignore')
     from PIL import Image
     from recycle_classifier.core import SAMPLE_DIR
     from recycle_classifier.layout import image_files
-    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.learner import load_learner
+    from recycle_classifier.onnx_export import labelled_photos
+    from recycle_classifier.onnx_predict import OnnxPredictor
+    import torch
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     load = os.getloadavg()[0]
-    photos = image_files(SAMPLE_DIR/'valid')
-    rows = {}
+    photos, valid = image_files(SAMPLE_DIR/'valid'), a.data/'valid'
+    labelled = labelled_photos(valid)
+    learns = {'default': load_learner(a.default), 'single': load_learner(a.single)}
+    rec = {'time': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'bench': 'predict',
+           'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(), 'load_avg': load,
+                       'runtimes': {'onnxruntime': __import__('onnxruntime').__version__,
+                                    **({'openvino': __import__('openvino').__version__} if HAVE_OV else {})}},
+           'setup': {'runs': a.runs, 'photos': '384 px TrashNet sample photos (valid)', 'batch': 32,
+                     'big': '4000x3000 JPEG q92', 'accuracy_on': f'{valid} ({len(labelled)} photos)',
+                     'default': a.default.name, 'single': a.single.name}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         big = tmp/'phone-12mp.jpg'
         Image.open(photos[0]).convert('RGB').resize((4000, 3000), Image.BICUBIC).save(big, quality=92)
-        variants = {'single-body (Lite0 320, one view)': (['efficientnet_lite0'], 1),
-                    'two bodies (Lite0+MobileNetV2 320, mirror view)': (['efficientnet_lite0', 'mobilenet_v2'], 2)}
-        for name, (arches, views) in variants.items():
-            learn = build_learner(arches, views)
-            onnx_path = export_onnx(learn, tmp/f'{len(rows)}.onnx')
-            int8 = export_onnx(learn, tmp/f'{len(rows)}.onnx', quantize=True)
-            rows[name] = time_model(learn, onnx_path, int8, photos, big, a.runs)
-            if not rows.get('cold'): rows['cold'] = cold_start(onnx_path, photos[0])
-            print(name, json.dumps(rows[name]), flush=True)
-    cold = rows.pop('cold')
-    single = rows['single-body (Lite0 320, one view)']
-    two = rows['two bodies (Lite0+MobileNetV2 320, mirror view)']
-    met = {'onnx_one_ms': single['onnx_one_ms'] <= TARGETS['onnx_one_ms'],
-           'onnx_batch_ms': single['onnx_batch_ms'] <= TARGETS['onnx_batch_ms'],
-           'onnx_12mp_ms': single['onnx_12mp_ms'] <= TARGETS['onnx_12mp_ms'],
-           'cold_start_s': cold['cli_s'] <= TARGETS['cold_start_s'],
-           'default_speedup': two['speedup_one_vs_fastai_predict'] >= TARGETS['default_speedup']}
-    rec = {'time': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'bench': 'predict',
-           'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(), 'load_avg': load,
-                       'load_avg_after': os.getloadavg()[0]},
-           'setup': {'runs': a.runs, 'photos': '384 px TrashNet sample, valid', 'batch': 32, 'big': '4000x3000 JPEG q92'},
-           'results': rows, 'cold_start': cold, 'targets': TARGETS, 'met': met}
+        files = {**export_variants(learns['default'], 'default (Lite0@384+MobileNetV2@320)', tmp, valid, True),
+                 **export_variants(learns['single'], 'single body (Lite0@320)', tmp, valid, True)}
+        single = files['single body (Lite0@320), 1 view']
+        default = files['default (Lite0@384+MobileNetV2@320), 2 views']
+        variants = {}
+        for name, f in files.items():
+            v = variants[name] = {'mb': round(f.stat().st_size / 2**20, 1)}
+            q = OnnxPredictor(f, runtime='onnxruntime').meta.get('quantization')
+            v['accuracy'] = round(100 * q['accuracy_int8'], 2) if q else accuracy(OnnxPredictor(f), labelled)
+            if q: v['int8_vs_fp32'] = {k: q[k] for k in ('accuracy_fp32', 'accuracy_int8', 'agreement', 'max_prob_change')}
+            for rt in RUNTIMES: v[rt] = latency(f, photos, a.runs, runtime=rt)
+            print(name, json.dumps(v), flush=True)
+        rec['variants'] = variants
+        if HAVE_OV:
+            bf = OnnxPredictor(single, runtime='openvino', precision='bf16')
+            fp = OnnxPredictor(single, runtime='openvino')
+            from recycle_classifier.images import open_image
+            ims = [open_image(p, draft=fp.draft) for p in photos]
+            import numpy as np
+            rec['bf16'] = {**latency(single, photos, a.runs, runtime='openvino', precision='bf16'),
+                           'accuracy': accuracy(bf, labelled), 'accuracy_fp32': variants['single body (Lite0@320), 1 view']['accuracy'],
+                           'max_prob_change_vs_fp32': round(float(np.abs(bf.predict_probs(ims) - fp.predict_probs(ims)).max()), 4)}
+            print('bf16', rec['bf16'], flush=True)
+        rec['fastai'] = {'default': fastai_latency(learns['default'], photos, a.runs)}
+        learns['single'].model.views = ('orig',)
+        rec['fastai']['single'] = fastai_latency(learns['single'], photos, a.runs)
+        rec['fastai_max_diff'] = {f'{m} {rt}': fastai_diff(learns[m], f, rt) for m, f in (('default', default), ('single', single))
+                                  for rt in RUNTIMES}
+        rec['big_12mp_ms'] = {}
+        for rt in RUNTIMES:
+            p = OnnxPredictor(single, runtime=rt)
+            rec['big_12mp_ms'][rt] = median_ms(lambda: list(p.predict_paths([big])), a.runs)
+        rec['cold_start'] = cold_start(single, photos[0])
+        print('fastai', rec['fastai'], rec['fastai_max_diff'], rec['big_12mp_ms'], rec['cold_start'], flush=True)
+    best = lambda v, k: min(v[rt][k] for rt in RUNTIMES)
+    s1 = variants['single body (Lite0@320), 1 view']
+    d = variants['default (Lite0@384+MobileNetV2@320), 2 views']
+    rec['met'] = {'single_one_ms': best(s1, 'one_ms') <= TARGETS['single_one_ms'],
+                  'single_batch_ms': best(s1, 'batch_ms') <= TARGETS['single_batch_ms'],
+                  'single_12mp_ms': min(rec['big_12mp_ms'].values()) <= TARGETS['single_12mp_ms'],
+                  'cold_start_s': rec['cold_start']['cli_s'] <= TARGETS['cold_start_s'],
+                  'default_speedup': rec['fastai']['default']['fastai_predict_ms'] / best(d, 'one_ms') >= TARGETS['default_speedup']}
+    rec['targets'] = TARGETS
+    rec['machine']['load_avg_after'] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS/'predict.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
-    cols = [('fastai_predict_one_ms', 'fastai predict, 1 photo'), ('fastai_get_preds_batch_ms', 'fastai get_preds, per photo in 32'),
-            ('onnx_one_ms', 'ONNX, 1 photo'), ('onnx_batch_ms', 'ONNX, per photo in 32'), ('fastai_predict_12mp_ms', 'fastai predict, 12 MP'),
-            ('onnx_12mp_ms', 'ONNX, 12 MP'), ('int8_one_ms', 'int8, 1 photo'), ('int8_batch_ms', 'int8, per photo in 32'),
-            ('speedup_one_vs_fastai_predict', 'ONNX vs fastai predict (x)')]
-    lines = [f"# Prediction benchmark ({rec['time']}, {os.cpu_count()} CPUs, load {load:.1f})", '',
-             'Medians in ms, file to probabilities, 384 px TrashNet sample photos (Thung & Yang 2017, MIT) unless 12 MP. '
-             'Models: frozen ImageNet bodies + MLP head, one epoch on the sample (accuracy not meaningful; latency is). '
-             '`python bench/bench_predict.py`.', '',
-             '| measure | ' + ' | '.join(rows) + ' |', '|---|' + '---|' * len(rows)]
-    lines += [f'| {label} | ' + ' | '.join(str(r[k]) for r in rows.values()) + ' |' for k, label in cols]
-    lines += ['', f"int8 accuracy change (sample valid photos): " + '; '.join(
-        f"{n}: {r['int8']['accuracy_fp32']} -> {r['int8']['accuracy_int8']}, agreement {r['int8']['agreement']}" for n, r in rows.items() if r.get('int8')),
-        '', f"Cold start to first result (ONNX, single-body): `recycle-classifier predict` {cold['cli_s']} s, "
-        f"three-line script {cold['script_s']} s; torch imported: {cold['torch_imported']}", '',
-        'Targets: ' + ', '.join(f'{k} {TARGETS[k]}: {"met" if v else "NOT met"}' for k, v in met.items())]
-    (RESULTS/'predict.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    (RESULTS/'predict.md').write_text(report(rec))
+    print(report(rec))
+
+
+def report(rec) -> str:
+    "predict.md"
+    v, fa = rec['variants'], rec['fastai']
+    rts = [rt for rt in RUNTIMES if rt in next(iter(v.values()))]
+    lines = [f"# Prediction benchmark ({rec['time']}, {rec['machine']['cpus']} CPUs, load {rec['machine']['load_avg']:.1f})", '',
+             'Real models trained on TrashNet (Thung & Yang 2017, MIT) with `recycle-classifier train`; accuracy on its '
+             f"valid split ({rec['setup']['accuracy_on']}); latency in ms, median, file to probabilities on 384 px photos "
+             '(batched: per photo in a batch of 32). Runtimes: ' + ', '.join(f'{k} {x}' for k, x in rec['machine']['runtimes'].items()) +
+             '; fp32 unless int8. `python bench/bench_predict.py` (under the CPU lock).', '',
+             '## Accuracy against latency', '',
+             '| variant | accuracy % | MB | ' + ' | '.join(f'{rt} 1 photo | {rt} batched' for rt in rts) + ' |',
+             '|---|---|---|' + '---|---|' * len(rts)]
+    for name, x in v.items():
+        lines.append(f"| {name} | {x['accuracy']} | {x['mb']} | " + ' | '.join(f"{x[rt]['one_ms']} | {x[rt]['batch_ms']}" for rt in rts) + ' |')
+    lines += ['', '## fastai against ours', '', '| model | fastai predict, 1 photo | fastai get_preds, per photo in 32 | '
+              'ours best, 1 photo | ours best, batched | speed-up, 1 photo |', '|---|---|---|---|---|---|']
+    for m, name in (('default', 'default (Lite0@384+MobileNetV2@320), 2 views'), ('single', 'single body (Lite0@320), 1 view')):
+        one, bat = min(v[name][rt]['one_ms'] for rt in rts), min(v[name][rt]['batch_ms'] for rt in rts)
+        lines.append(f"| {name} | {fa[m]['fastai_predict_ms']} | {fa[m]['fastai_get_preds_ms']} | {one} | {bat} | "
+                     f"{fa[m]['fastai_predict_ms'] / one:.1f}x |")
+    lines += ['', 'Largest |fastai get_preds - ours| probability on the sample\'s 60 valid photos (full-size decoding): ' +
+              ', '.join(f'{k}: {x:.1e}' for k, x in rec['fastai_max_diff'].items()) + '.', '',
+              f"12-megapixel JPEG, single body, 1 view: " + ', '.join(f'{rt} {x} ms' for rt, x in rec['big_12mp_ms'].items()) + '.', '',
+              f"Cold start to first result (ONNX, single body): `recycle-classifier predict` {rec['cold_start']['cli_s']} s, "
+              f"three-line script {rec['cold_start']['script_s']} s; torch imported: {rec['cold_start']['torch_imported']}."]
+    if rec.get('bf16'):
+        b = rec['bf16']
+        lines += ['', f"OpenVINO bf16 (opt-in, `precision='bf16'`), single body, 1 view: 1 photo {b['one_ms']} ms, batched "
+                  f"{b['batch_ms']} ms; accuracy {b['accuracy']}% (fp32 {b['accuracy_fp32']}%); probabilities change by up to "
+                  f"{b['max_prob_change_vs_fp32']}."]
+    ints = {n: x['int8_vs_fp32'] for n, x in v.items() if x.get('int8_vs_fp32')}
+    if ints: lines += ['', 'int8 (onnxruntime static quantisation, never applied silently): ' + '; '.join(
+        f"{n}: accuracy {q['accuracy_fp32']:.1%} -> {q['accuracy_int8']:.1%}, same top class {q['agreement']:.1%}, "
+        f"probabilities change by up to {q['max_prob_change']}" for n, q in ints.items()) + '.']
+    lines += ['', 'Targets (single body = Lite0@320, 1 view; best runtime): ' +
+              ', '.join(f"{k} {rec['targets'][k]}: {'met' if ok else 'NOT met'}" for k, ok in rec['met'].items()) + '.']
+    return '\n'.join(lines) + '\n'
 
 
 if __name__ == '__main__': main()

@@ -12,7 +12,7 @@ Parts (each in its own process so peak memory is its own; run each under the CPU
 Appends JSON lines to bench/results/train.jsonl and rewrites bench/results/train.md from the latest row of each part.
 Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
 
-    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_train.py --part ours     # then embed, sixflag, fastai
+    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_train.py      # all four parts in one run (~35 min); or --part ours
 """
 import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
@@ -31,7 +31,7 @@ def child_train(data, out, cache, seed, extra):
     t = time.time()
     from recycle_classifier.train import train
     learn, m = train(data, out=out, cache_dir=cache, seed=seed, verbose=False, **extra)
-    keep = ('accuracy', 'embed_seconds', 'train_seconds', 'cache_hits', 'cache_misses', 'recipe')
+    keep = ('accuracy', 'valid_loss', 'embed_seconds', 'train_seconds', 'cache_hits', 'cache_misses', 'recipe')
     print('RESULT ' + json.dumps(dict({k: m.get(k) for k in keep}, wall_s=round(time.time() - t, 1), peak_rss_mb=peak_mb())))
 
 
@@ -93,11 +93,12 @@ def part_ours(data):
     cold, cold_wall = run(['--child', 'train', '--data', data, '--out', tmp/'m0.pkl', '--cache', cache, '--seed', 42])
     seeds = [cold] + [run(['--child', 'train', '--data', data, '--out', tmp/f'm{s}.pkl', '--cache', cache, '--seed', s])[0] for s in (1, 2)]
     accs = [r['accuracy'] for r in seeds]
+    losses = [round(r['valid_loss'], 4) for r in seeds]   # seeds can tie on accuracy (328 photos); the losses show they differ
     cv = cv_on_train(data, cache)
     n = relabelled_copy(data, tmp/'relabelled')
     warm, warm_wall = run(['--child', 'train', '--data', tmp/'relabelled', '--out', tmp/'r.pkl', '--cache', cache, '--seed', 42])
     shutil.rmtree(tmp)
-    return dict(part='ours', valid_accuracy_seeds=accs, valid_mean=statistics.mean(accs), valid_sd=statistics.stdev(accs),
+    return dict(part='ours', valid_accuracy_seeds=accs, valid_loss_seeds=losses, valid_mean=statistics.mean(accs), valid_sd=statistics.stdev(accs),
                 cv5_train=cv, cv5_mean=statistics.mean(cv), cold_wall_s=cold_wall, cold_embed_s=cold['embed_seconds'],
                 cold_head_s=cold['train_seconds'], peak_rss_mb=max(r['peak_rss_mb'] for r in seeds + [warm]),
                 relabelled=n, warm_relabel_wall_s=warm_wall, warm_cache_misses=warm['cache_misses'])
@@ -146,7 +147,8 @@ def table(rows):
     if 'ours' in last:
         o = last['ours']
         L.append(f"| default `train` (features) | {o['valid_mean']:.1%} ± {o['valid_sd']:.1%} (seeds: " +
-                 ', '.join(f'{a:.1%}' for a in o['valid_accuracy_seeds']) + f") | {o['cv5_mean']:.1%} | {o['cold_wall_s']:.0f} s "
+                 ', '.join(f'{a:.1%}' for a in o['valid_accuracy_seeds']) +
+                 (f"; valid loss {', '.join(map(str, o['valid_loss_seeds']))}" if 'valid_loss_seeds' in o else '') + f") | {o['cv5_mean']:.1%} | {o['cold_wall_s']:.0f} s "
                  f"(embedding {o['cold_embed_s']:.0f} s) | {o['warm_relabel_wall_s']:.0f} s | {o['peak_rss_mb']} MB |")
     for k, name in (('sixflag', 'previous laptop recipe (six flags)'), ('fastai', "fastai book ch. 2 (mobilenet_v2)")):
         if k in last:
@@ -156,7 +158,9 @@ def table(rows):
         L += ['', 'Embedding, ms per photo and view (batches of 8 photos and their mirror images, median of 3): ' +
               '; '.join(f'{k} {v}' for k, v in e.items() if '@' in k) + f"; CPU has bfloat16: {e['bf16_cpu']}."]
     dates = sorted({r['date'] for r in last.values()})
-    L += ['', f"Measured {dates[0]} to {dates[-1]} on {os.cpu_count()} CPU cores ({platform.machine()}), each part under "
+    runs = sorted({r.get('run', r['date']) for r in last.values()})
+    one = 'in one run' if len(runs) == 1 else f'in {len(runs)} runs'
+    L += ['', f"Measured {one}, {dates[0]} to {dates[-1]}, on {os.cpu_count()} CPU cores ({platform.machine()}), each part under "
               'the CPU lock; TrashNet train (1,768) -> valid (328), Thung & Yang 2016, MIT license.']
     return '\n'.join(L) + '\n'
 
@@ -164,12 +168,13 @@ def table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
-    ap.add_argument('--part', default='ours', help='ours, embed, sixflag or fastai (comma-separated)')
+    ap.add_argument('--part', default='ours,embed,sixflag,fastai', help='parts to run, comma-separated: ours, embed, sixflag, fastai (default: all, side by side in one run)')
     ap.add_argument('--child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--out', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--cache', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--seed', type=int, default=42, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    run_id = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')
     if a.child == 'train': return child_train(a.data, a.out, a.cache, a.seed, {})
     if a.child == 'sixflag': return child_train(a.data, a.out, a.cache, a.seed, SIXFLAG)
     if a.child == 'fastai': return child_fastai(a.data)
@@ -177,7 +182,7 @@ def main():
     parts = dict(ours=part_ours, embed=part_embed, sixflag=part_sixflag, fastai=part_fastai)
     for name in a.part.split(','):
         print(f'== {name}', flush=True)
-        row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpus=os.cpu_count(),
+        row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), run=run_id, cpus=os.cpu_count(),
                    load_avg_1m=round(os.getloadavg()[0], 2), **parts[name](a.data))
         print(json.dumps(row), flush=True)
         with open(RESULTS/'train.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')

@@ -18,6 +18,7 @@ __all__ = ['COMMANDS', 'add_predict_command', 'print_info', 'cmd_predict', 'pred
 COMMANDS = {  # command: (module under recycle_classifier that defines it, one line for --help)
     'scrape': ('scrape', 'build a labelled photo folder from image search'),
     'train': ('train', 'train a classifier on a folder of labelled photos and export it'),
+    'embed': ('scale', 'fill the feature cache of a photo archive, so training starts warm (on Ray with --ray)'),
     'predict': ('cli', 'classify photos with a model file (.pkl, .onnx, .fewshot, .extended)'),
     'evaluate': ('evaluate', 'metrics, confusion matrix, top losses and Grad-CAMs as an HTML report'),
     'explain': ('evaluate', 'Grad-CAM heatmaps of the predicted and runner-up classes for photos'),
@@ -54,7 +55,7 @@ def _brief(v):
 
 def print_info(meta: dict, as_json: bool, out=sys.stdout):
     "Print a model's description (without its long lists of photos)"
-    meta = {k: v for k, v in meta.items() if k not in ('valid_items', 'train_sha256')}
+    meta = {k: v for k, v in meta.items() if k not in ('valid_items', 'train_sha256', 'feature_stats')}
     if as_json: print(json.dumps(dict(info=meta)), file=out); return
     for k, v in meta.items(): print(f'{k}: {_brief(v)}', file=out)
 

@@ -16,15 +16,17 @@ from .layout import walk_dataset, expand_paths
 from .images import open_images
 from .embed import get_embedder, backbone_names
 from .protomodel import (FewShotPredictor, ExtendedPredictor, head_site, unit_features,
-                                           write_model, base_record, extend_learner, EXTENDED_FORMAT, NONE_LABEL)
+                                           write_model, base_record, extend_learner, feature_stats, read_feature_stats,
+                                           EXTENDED_FORMAT, NONE_LABEL)
 
 # %% auto #0
-__all__ = ['DEFAULT_BACKBONE', 'DEFAULT_SIZE', 'DEFAULT_TEMPERATURE', 'SCALE', 'SHIFT', 'MIN_PHOTOS', 'support_files',
-           'read_photos', 'calibrate', 'fewshot_model', 'build_fewshot', 'add_fewshot_class', 'remove_fewshot_class',
-           'sample_episode', 'check_episodes', 'proto_classify', 'episode_accuracies', 'summarise', 'run_episodes',
-           'input_centre', 'head_scale', 'imprint', 'head_features', 'guideline_bins', 'bin_for', 'Extension', 'extend',
-           'cmd_extend', 'cmd_build', 'cmd_add', 'cmd_remove', 'cmd_predict', 'cmd_eval', 'add_extend_command',
-           'add_command']
+__all__ = ['DEFAULT_BACKBONE', 'DEFAULT_SIZE', 'DEFAULT_TEMPERATURE', 'SCALE', 'SHIFT', 'LAM', 'PER_CLASS', 'ITERS', 'BIAS_SHIFT',
+           'MIN_PHOTOS', 'support_files', 'read_photos', 'calibrate', 'fewshot_model', 'build_fewshot',
+           'add_fewshot_class', 'remove_fewshot_class', 'sample_episode', 'check_episodes', 'proto_classify',
+           'episode_accuracies', 'summarise', 'run_episodes', 'input_centre', 'head_scale', 'imprint', 'head_features',
+           'base_samples', 'fit_row', 'guideline_bins', 'bin_for', 'model_embedder', 'stats_from_cache', 'Extension',
+           'extend', 'cmd_extend', 'cmd_build', 'cmd_add', 'cmd_remove', 'cmd_predict', 'cmd_eval',
+           'add_extend_command', 'add_command']
 
 # %% ../nbs/07_fewshot.ipynb #1bc58ed0
 def _warn(*a): print(*a, file=sys.stderr)
@@ -214,6 +216,32 @@ def _by_photo(x: torch.Tensor, n: int) -> torch.Tensor:
     if x.dim() == 3 and x.shape[1] == n: return x.transpose(0, 1)
     raise UserError(f'cannot read per-photo features of shape {tuple(x.shape)} from the model\'s head')
 
+# %% ../nbs/07_fewshot.ipynb #55844996
+LAM, PER_CLASS, ITERS, BIAS_SHIFT = 0.3, 128, 25, 1.5
+
+def base_samples(mean: torch.Tensor, std: torch.Tensor, per: int = PER_CLASS, seed: int = 0) -> torch.Tensor:
+    "`per` samples of each base class's features from its diagonal Gaussian `(classes * per, dim)`"
+    g = torch.Generator().manual_seed(seed)
+    return (mean[:, None] + std[:, None] * torch.randn(len(mean), per, mean.shape[1], generator=g)).reshape(-1, mean.shape[1])
+
+def fit_row(feats: torch.Tensor, head: torch.nn.Sequential, at: int, mean: torch.Tensor, std: torch.Tensor, lam: float = LAM,
+            shift: float = BIAS_SHIFT, per: int = PER_CLASS, iters: int = ITERS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    "The row `(w, b)` of a new class: a logistic regression of its photos against samples of the base classes, on the margin over the head's best logit"
+    w0, b0 = imprint(feats, head, at)
+    xp, xn = feats.float().mean(1), base_samples(mean, std, per, seed)   # one logit of the views' mean = the mean of the views' logits
+    sub = head[at:].eval()
+    with torch.no_grad(): mp, mn = sub(xp).max(1).values, sub(xn).max(1).values
+    w, b = w0.clone().requires_grad_(True), b0.clone().reshape(()).requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, line_search_fn='strong_wolfe')
+    def loss():
+        opt.zero_grad()
+        l = F.softplus(mp - xp @ w - b).mean() + F.softplus(xn @ w + b - mn).mean() + lam / 2 * (w @ w)
+        l.backward()
+        return l
+    with torch.enable_grad(): opt.step(loss)
+    return w.detach(), (b.detach() + shift).reshape(())
+
+
 # %% ../nbs/07_fewshot.ipynb #0688aa18
 def guideline_bins(guidelines=None) -> tuple[dict, Path]:
     "The bins of a rules file (the package's default rules without one) and its path"
@@ -237,11 +265,39 @@ def bin_for(cls: str, bin_key: str | None = None, guidelines=None) -> str | None
     return next((k for k, b in bins.items() if any(fnmatchcase(cls, str(p)) for p in (b or {}).get('classes') or [])), None)
 
 # %% ../nbs/07_fewshot.ipynb #0ee370c1
+def model_embedder(learn):
+    "The shared embedder computing what `learn`'s head reads (a model trained on cached features), or None"
+    from recycle_classifier.embed import FeatureClassifier
+    m, emb = learn.model, (getattr(learn, 'recycle_meta', None) or {}).get('embedder')
+    if not isinstance(m, FeatureClassifier) or not isinstance(emb, dict): return None
+    parts = emb.get('parts') or [emb]
+    try: e = get_embedder('+'.join(f"{p['arch']}@{int(p['size'])}" for p in parts), resize=parts[0]['resize'])
+    except (UserError, KeyError, TypeError, ValueError): return None
+    return e if e.dim == len(m.feat_mean) else None
+
+def stats_from_cache(learn, head: torch.nn.Sequential, cache=None) -> dict | None:
+    "Feature statistics of `learn`'s training photos from the feature cache (found by their recorded hashes), labelled by its head"
+    from recycle_classifier.embed import FeatureCache, FeatureClassifier
+    m, meta = learn.model, getattr(learn, 'recycle_meta', None) or {}
+    emb, shas = meta.get('embedder'), meta.get('train_sha256')
+    if not isinstance(m, FeatureClassifier) or not isinstance(emb, dict) or not shas: return None
+    parts, cache, rows = emb.get('parts') or [emb], cache or FeatureCache(), []
+    for sha in shas:
+        got = [[cache.get(p['key'], v, sha, int(p['dim'])) for p in parts] for v in m.views]
+        if all(a is not None for vs in got for a in vs): rows.append(np.stack([np.concatenate(vs) for vs in got]))
+    if not rows: return None
+    x = (torch.from_numpy(np.stack(rows)) - m.feat_mean) / m.feat_std
+    with torch.no_grad(): y = head.eval()(x).mean(1).argmax(1)
+    try: return feature_stats(x, y, list(learn.dls.vocab)[:head[-1].out_features])
+    except UserError: return None   # a class none of its cached photos was predicted as
+
+
+# %% ../nbs/07_fewshot.ipynb #43b8b515
 MIN_PHOTOS = 1
 
 class Extension:
     "A trained model (`.pkl` or `.extended`) being taught new classes"
-    def __init__(self, model):
+    def __init__(self, model, warn=_warn):
         model = Path(model)
         if model.suffix.lower() == '.extended':
             pred = ExtendedPredictor(model)
@@ -257,9 +313,30 @@ class Extension:
         else: raise UserError(f'{model.name}: extend an exported learner (.pkl) or an extended model (.extended)')
         _, self.head, self.at = head_site(self.learn.model, len(self.learn.dls.vocab))
         self.base_classes = list(self.learn.dls.vocab)[:self.head[-1].out_features]
+        self.embedder = model_embedder(self.learn)   # built now, so that adding a class is quick
+        self.stats, self.stats_source = self._base_stats()
+        if self.stats is None:
+            warn('note: the model records no statistics of its training features (an export of an earlier version) and the '
+                 'feature cache does not hold them; new classes are imprinted, which recalls fewer of their photos')
 
     @property
     def classes(self) -> list[str]: return self.base_classes + list(self.added)
+
+    def _base_stats(self):
+        "The base classes' feature means and standard deviations, and where they came from (None if unknown)"
+        meta = getattr(self.learn, 'recycle_meta', None) or {}
+        for source, stats in (('model', lambda: meta.get('feature_stats')), ('feature cache', lambda: stats_from_cache(self.learn, self.head))):
+            s = stats()
+            if s and s.get('classes') == self.base_classes and self.at < len(self.head) and int(s['dim']) == self.head[self.at].in_features:
+                return read_feature_stats(s), source
+        return None, None
+
+    def features(self, images) -> torch.Tensor:
+        "What the head reads for each photo `(n, views, dim)`: the shared embedder when it computes that, else the model"
+        if self.embedder is None: return head_features(self.learn, list(images))
+        m = self.learn.model
+        return (torch.from_numpy(self.embedder.embed(list(images), views=m.views)) - m.feat_mean) / m.feat_std
+
 
 # %% ../nbs/07_fewshot.ipynb #db171e91
 def _ext_add(self: Extension, name: str, images, replace: bool = False, bin: str | None = None, tip: str | None = None,
@@ -271,11 +348,12 @@ def _ext_add(self: Extension, name: str, images, replace: bool = False, bin: str
         raise UserError(f'{name!r} is a class the base model was trained on; choose another name (only added classes can be replaced)')
     if name in self.added and not replace: raise UserError(f'the model already has an added class {name!r}; use --replace to teach it again')
     if not len(images): raise UserError(f'class {name!r}: no photos')
-    feats = head_features(self.learn, list(images))
-    w, b = imprint(feats, self.head, self.at)
+    feats = self.features(images)
+    method = 'logistic' if self.stats is not None else 'imprint'
+    w, b = fit_row(feats, self.head, self.at, *self.stats) if self.stats is not None else imprint(feats, self.head, self.at)
     self.added.pop(name, None)
     self.added[name] = dict({'class': name, 'photos': len(images), 'skipped': [f'{p}: {why}' for p, why in skipped or []],
-                             'created': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'method': 'imprint'})
+                             'created': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'method': method})
     self.rows[name] = (w, b, feats)
     if bin is not None: self.bins[name] = bin
     if tip: self.tips[name] = tip
@@ -312,12 +390,17 @@ def _ext_save(self: Extension, out) -> Path:
                    **{f'support.{i}': self.rows[c][2].float() for i, c in enumerate(names)})
     meta = dict(format=EXTENDED_FORMAT, base=dict(base_record(self.base_path, out), classes=self.base_classes),
                 classes=self.classes, added=[self.added[c] for c in names],
-                method=dict(name='imprint', scale=SCALE, shift=SHIFT, at=self.at),
+                method=self.method_record(),
                 bins={c: b for c, b in self.bins.items() if c in self.added}, tips={c: t for c, t in self.tips.items() if c in self.added},
                 version=__version__, created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     return write_model(out, tensors, 'extended', meta)
 
-Extension.save = _ext_save
+def _ext_method(self: Extension) -> dict:
+    "How new rows are made for this model (recorded in the file)"
+    if self.stats is None: return dict(name='imprint', scale=SCALE, shift=SHIFT, at=self.at)
+    return dict(name='logistic', lam=LAM, per_class=PER_CLASS, bias_shift=BIAS_SHIFT, stats=self.stats_source, at=self.at)
+
+Extension.save, Extension.method_record = _ext_save, _ext_method
 
 # %% ../nbs/07_fewshot.ipynb #999334de
 def extend(model, cls: str | None = None, photos=(), out=None, remove: str | None = None, replace: bool = False,
@@ -326,7 +409,7 @@ def extend(model, cls: str | None = None, photos=(), out=None, remove: str | Non
     model = Path(model)
     if not model.exists(): raise UserError(f'{model}: no such model file')
     out = Path(out) if out else model.with_suffix('.extended')
-    if remove: return Extension(model).remove(remove).save(out)
+    if remove: return Extension(model, warn=lambda *a: None).remove(remove).save(out)
     if not cls or not photos: raise UserError('give a class name and its photos (or --remove CLASS)')
     key = bin_for(cls, bin, guidelines)
     files = expand_paths(photos)
@@ -336,7 +419,7 @@ def extend(model, cls: str | None = None, photos=(), out=None, remove: str | Non
     if len(ok) < min_photos:
         raise UserError(f'class {cls!r} has {len(ok)} readable photo(s), fewer than the {min_photos} needed'
                         + (f' ({len(bad)} unreadable)' if bad else ''))
-    ext = Extension(model)
+    ext = Extension(model, warn=warn)
     ext.add(cls, [im for _, im in ok], replace=replace, bin=key, tip=tip, skipped=bad)
     return ext.save(out)
 

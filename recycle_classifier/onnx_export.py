@@ -154,7 +154,7 @@ class _Calibration:
     "onnxruntime's calibration reader: batches of preprocessed photos"
     def __init__(self, pred: OnnxPredictor, photos, bs: int = 8):
         ims = [open_image(p, draft=pred.draft) for p in photos]
-        self.batches = iter([{pred.input.name: to_batch(ims[i:i+bs], pred.pre)} for i in range(0, len(ims), bs)])
+        self.batches = iter([{pred.engine.input_name: to_batch(ims[i:i+bs], pred.pre)} for i in range(0, len(ims), bs)])
     def get_next(self): return next(self.batches, None)
 
 # %% ../nbs/00j_onnx_export.ipynb #2b514676
@@ -175,7 +175,7 @@ def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibratio
     from onnxruntime.quantization.shape_inference import quant_pre_process
     src = Path(src)
     out = Path(out) if out else src.with_suffix('.int8.onnx')
-    fp32 = OnnxPredictor(src)
+    fp32 = OnnxPredictor(src, runtime='onnxruntime')   # its calibration feeds onnxruntime
     calibration = list(calibration or image_files(SAMPLE_DIR/'train'))[::max(1, len(calibration or image_files(SAMPLE_DIR/'train')) // n_calibration)][:n_calibration]
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
@@ -192,9 +192,8 @@ def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibratio
 
 def read_meta_file(path) -> dict:
     "The recycle-classifier metadata of the ONNX file at `path`"
-    import onnxruntime as ort
     from recycle_classifier.onnx_predict import read_meta
-    return read_meta(ort.InferenceSession(str(path), providers=['CPUExecutionProvider']), Path(path).name)
+    return read_meta(path)
 
 def quantization_summary(r: dict) -> str:
     "One line on what int8 changed"

@@ -5,7 +5,8 @@ next to `MODEL.pkl`) classifies photos without torch or fastai, with the same pr
 
 # %% ../nbs/00i_onnx.ipynb #0c12a903
 from __future__ import annotations
-import json, operator, os
+import json, operator, os, threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -13,8 +14,9 @@ from .core import UserError
 from .predictor import Predictor
 
 # %% auto #0
-__all__ = ['META_KEY', 'META_FORMAT', 'RESIZE_METHODS', 'PAD_MODES', 'check_meta', 'crop_pad', 'fastai_resize', 'to_batch',
-           'session_options', 'read_meta', 'OnnxPredictor']
+__all__ = ['META_KEY', 'META_FORMAT', 'RESIZE_METHODS', 'PAD_MODES', 'RUNTIMES', 'RUNTIME_ENV', 'check_meta', 'crop_pad',
+           'fastai_resize', 'to_batch', 'cores', 'session_options', 'onnx_props', 'read_meta', 'OrtEngine',
+           'OpenVinoEngine', 'default_runtime', 'OnnxPredictor']
 
 # %% ../nbs/00i_onnx.ipynb #8a8264fc
 META_KEY = 'recycle_classifier'   # the metadata_props entry with the JSON that describes the model
@@ -76,24 +78,64 @@ def to_batch(images, pre: dict) -> np.ndarray:
 
 # %% ../nbs/00i_onnx.ipynb #43989621
 def _one_line(e: Exception) -> str:
-    "An onnxruntime error as one short line"
+    "A runtime's error as one short line"
     msg = ' '.join(str(e).split())
     return msg if len(msg) < 200 else msg[:200] + '…'
+
+def cores() -> int:
+    "The cores this process may use"
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 def session_options(threads: int | None = None):
     "onnxruntime settings: every core this process may use (or `threads`), all graph optimisations"
     import onnxruntime as ort
     so = ort.SessionOptions()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    so.intra_op_num_threads = threads or cores
+    so.intra_op_num_threads = threads or cores()
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     return so
 
-def read_meta(session, where: str = 'model') -> dict:
-    "The checked recycle-classifier metadata of an onnxruntime session"
-    props = session.get_modelmeta().custom_metadata_map
+# %% ../nbs/00i_onnx.ipynb #c63fa374
+def _varint(b, i: int) -> tuple[int, int]:
+    "The protobuf varint at `b[i]` and the index after it"
+    v = s = 0
+    while True:
+        c = b[i]; i += 1
+        v |= (c & 0x7f) << s; s += 7
+        if c < 0x80: return v, i
+
+def _fields(b, start: int = 0, end: int | None = None):
+    "(field number, wire type, varint or (start, end) of the bytes) of each field of the protobuf message `b[start:end]`"
+    i, end = start, len(b) if end is None else end
+    while i < end:
+        tag, i = _varint(b, i)
+        f, wt = tag >> 3, tag & 7
+        if wt == 0: v, i = _varint(b, i)
+        elif wt in (1, 5): v, i = None, i + (8 if wt == 1 else 4)
+        elif wt == 2:
+            n, i = _varint(b, i)
+            v, i = (i, i + n), i + n
+        else: raise ValueError(f'protobuf wire type {wt}')
+        if i > end: raise ValueError('cut short')
+        yield f, wt, v
+
+def onnx_props(path) -> dict:
+    "The `metadata_props` of the ONNX file at `path` (ModelProto field 14), read without onnx or a runtime"
+    import mmap
+    with open(path, 'rb') as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as b:
+        props = {}
+        for f, wt, v in _fields(b):
+            if f != 14 or wt != 2: continue
+            kv = {g: bytes(b[x[0]:x[1]]).decode() for g, w, x in _fields(b, *v) if w == 2}
+            props[kv.get(1, '')] = kv.get(2, '')
+        return props
+
+def read_meta(path) -> dict:
+    "The checked recycle-classifier metadata of the ONNX file at `path`"
+    where = Path(path).name
+    try: props = onnx_props(path)
+    except (ValueError, IndexError, UnicodeDecodeError, OSError): raise UserError(f'{where}: not a readable ONNX model (its metadata cannot be read)') from None
     if META_KEY not in props:
         raise UserError(f'{where}: an ONNX model without recycle-classifier metadata (classes, image size, '
                         'normalisation); export models with `recycle-classifier export MODEL.pkl --onnx`')
@@ -101,29 +143,93 @@ def read_meta(session, where: str = 'model') -> dict:
     except ValueError: raise UserError(f'{where}: its recycle-classifier metadata is not valid JSON') from None
     return check_meta(meta, where)
 
+# %% ../nbs/00i_onnx.ipynb #f4fee764
+class OrtEngine:
+    "onnxruntime: `run` on every core for one call; `run_worker` for one of several threads, one core each"
+    name = 'onnxruntime'
+    def __init__(self, path, threads: int | None = None):
+        import onnxruntime as ort
+        self.path, self.ort, self._worker, self._lock = str(path), ort, None, threading.Lock()
+        self.session = ort.InferenceSession(self.path, session_options(threads), providers=['CPUExecutionProvider'])
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input, self.input_name, self.input_shape, self.output_shape = inp.name, inp.name, inp.shape, out.shape
+
+    def run(self, x: np.ndarray) -> np.ndarray: return self.session.run(None, {self.input: x})[0]
+
+    def run_worker(self, x: np.ndarray) -> np.ndarray:
+        "Thread-safe: a second, single-threaded session, so several photos run at once without oversubscribing"
+        with self._lock:
+            if self._worker is None:
+                self._worker = self.ort.InferenceSession(self.path, session_options(1), providers=['CPUExecutionProvider'])
+        return self._worker.run(None, {self.input: x})[0]
+
+# %% ../nbs/00i_onnx.ipynb #69d850a3
+class OpenVinoEngine:
+    "OpenVINO's CPU plugin on the same ONNX file; fp32 unless `precision='bf16'` (its default on CPUs with bf16)"
+    name = 'openvino'
+    def __init__(self, path, threads: int | None = None, precision: str = 'fp32'):
+        import openvino as ov
+        self.core, self.threads = ov.Core(), threads or cores()
+        self.model = self.core.read_model(str(path))
+        self.hint = {'fp32': 'f32', 'bf16': 'bf16'}[precision]
+        self.compiled = self._compile('LATENCY', self.threads)
+        self._workers, self._local, self._lock = None, threading.local(), threading.Lock()
+        dims = lambda ps: [d.get_length() if d.is_static else None for d in ps]
+        self.input, self.input_name, self.input_shape = 0, self.model.inputs[0].get_any_name(), dims(self.model.inputs[0].get_partial_shape())
+        self.output_shape = dims(self.model.outputs[0].get_partial_shape())
+
+    def _compile(self, mode: str, threads: int):
+        return self.core.compile_model(self.model, 'CPU', {'INFERENCE_PRECISION_HINT': self.hint, 'PERFORMANCE_HINT': mode,
+                                                           'INFERENCE_NUM_THREADS': threads})
+
+    def _request(self, name: str, compiled):
+        r = getattr(self._local, name, None)
+        if r is None: r = compiled.create_infer_request(); setattr(self._local, name, r)
+        return r
+
+    def run(self, x: np.ndarray) -> np.ndarray: return self._request('one', self.compiled).infer({0: x})[0].copy()
+
+    def run_worker(self, x: np.ndarray) -> np.ndarray:
+        "Thread-safe: a throughput-compiled copy with one stream per core; each thread its own request"
+        with self._lock:
+            if self._workers is None: self._workers = self._compile('THROUGHPUT', self.threads)
+        return self._request('worker', self._workers).infer({0: x})[0].copy()
+
+RUNTIMES = {'onnxruntime': OrtEngine, 'openvino': OpenVinoEngine}
+RUNTIME_ENV = 'RECYCLE_CLASSIFIER_RUNTIME'
+
+def default_runtime() -> str:
+    "$RECYCLE_CLASSIFIER_RUNTIME, else onnxruntime (as fast as OpenVINO in fp32 on our models, measured; OpenVINO wins on int8)"
+    env = os.environ.get(RUNTIME_ENV, '').strip().lower() or 'onnxruntime'
+    if env not in RUNTIMES: raise UserError(f'{RUNTIME_ENV}={env!r}: choose one of {", ".join(RUNTIMES)}')
+    return env
+
 # %% ../nbs/00i_onnx.ipynb #22373a7e
 class OnnxPredictor(Predictor):
-    "An ONNX export: fastai's test-time pipeline in numpy and Pillow, the network in onnxruntime (no torch)"
+    "An ONNX export: fastai's test-time pipeline in numpy and Pillow, the network in onnxruntime or OpenVINO (no torch)"
     kind = 'onnx'
-    def __init__(self, path, draft: bool = True, threads: int | None = None, bs: int = 8):
-        import onnxruntime as ort
+    def __init__(self, path, draft: bool = True, threads: int | None = None, bs: int = 8, runtime: str | None = None,
+                 precision: str = 'fp32'):
         path = Path(path)
         if not path.is_file(): raise UserError(f'{path}: no such model file')
-        try: self.session = ort.InferenceSession(str(path), session_options(threads), providers=['CPUExecutionProvider'])
+        runtime = runtime or default_runtime()
+        if runtime not in RUNTIMES: raise UserError(f'unknown runtime {runtime!r}; choose one of {", ".join(RUNTIMES)}')
+        if precision != 'fp32' and runtime != 'openvino': raise UserError(f'precision {precision!r} needs runtime openvino')
+        try: self.engine = RUNTIMES[runtime](path, threads, precision) if runtime == 'openvino' else RUNTIMES[runtime](path, threads)
+        except ImportError: raise UserError(f'runtime {runtime} is not installed: pip install {runtime}') from None
         except Exception as e: raise UserError(f'{path.name}: not a readable ONNX model ({_one_line(e)})') from None
-        meta = read_meta(self.session, path.name)
-        self.pre, self.bs = meta['preprocess'], bs
-        self.input = self.session.get_inputs()[0]
+        meta = read_meta(path)
+        self.pre, self.bs, self.workers = meta['preprocess'], bs, threads or cores()
         self._check_shapes(meta, path.name)
         need = max(self.pre.get('final_size') or self.pre['size'])
-        self.draft = need if draft else None
-        super().__init__(path, meta['classes'], dict(meta.get('model') or {}, format='onnx',
+        self.draft, self._pool = (need if draft else None), None
+        super().__init__(path, meta['classes'], dict(meta.get('model') or {}, format='onnx', runtime=runtime, precision=precision,
                          **{k: meta[k] for k in ('version', 'opset', 'quantization') if meta.get(k)},
                          image_size=self.pre['size'], resize_method=self.pre['method']))
 
     def _check_shapes(self, meta, where):
         "The network's input and output agree with the metadata"
-        shape, out = self.input.shape, self.session.get_outputs()[0].shape
+        shape, out = self.engine.input_shape, self.engine.output_shape
         if len(shape) != 4 or shape[1] != 3: raise UserError(f'{where}: expects input {shape}, not a batch of RGB photos')
         hw = [d if isinstance(d, int) else None for d in shape[2:]]
         if hw != [None, None] and hw != self.pre['size'][::-1]:
@@ -132,9 +238,17 @@ class OnnxPredictor(Predictor):
             raise UserError(f"{where}: the network gives {out[-1]} outputs for {len(meta['classes'])} classes")
         self.fixed_bs = shape[0] if isinstance(shape[0], int) else None
 
+    def _one(self, im) -> np.ndarray:
+        "One photo through preprocessing and the network, on one core, in a worker thread"
+        return self.engine.run_worker(to_batch([im], self.pre))
+
     def predict_probs(self, images) -> np.ndarray:
-        "Class probabilities, an (n, classes) array, for a list of RGB PIL images (in batches of `bs`: larger ones are no faster on a CPU)"
-        bs = self.fixed_bs or self.bs
-        out = [self.session.run(None, {self.input.name: to_batch(images[i:i+bs], self.pre)})[0]
-               for i in range(0, len(images), bs)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        "Class probabilities, an (n, classes) array, for a list of RGB PIL images: one photo on every core, several one per core at once"
+        images = list(images)
+        if not images: return np.zeros((0, len(self.classes)), np.float32)
+        if self.fixed_bs and self.fixed_bs > 1:   # a file exported with a fixed batch: its batches, as before
+            bs = self.fixed_bs
+            return np.concatenate([self.engine.run(to_batch(images[i:i+bs], self.pre)) for i in range(0, len(images), bs)])
+        if len(images) == 1 or self.workers == 1: return np.concatenate([self.engine.run(to_batch([im], self.pre)) for im in images])
+        if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='onnx-predict')
+        return np.concatenate(list(self._pool.map(self._one, images)))

@@ -5,7 +5,7 @@ safetensors file with JSON metadata, load without unpickling anything new, and c
 
 # %% ../nbs/00k_protomodel.ipynb #fa96011e
 from __future__ import annotations
-import json, os
+import base64, json, os
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ from .predictor import Predictor, result_record
 from .learner import LearnerPredictor
 
 # %% auto #0
-__all__ = ['FEWSHOT_FORMAT', 'EXTENDED_FORMAT', 'NONE_LABEL', 'write_model', 'read_model', 'prototypes', 'fewshot_embedder',
-           'unit_features', 'FewShotPredictor', 'ExtendedHead', 'head_layer', 'head_site', 'set_module',
-           'extend_learner', 'find_base', 'base_record', 'ExtendedPredictor']
+__all__ = ['FEWSHOT_FORMAT', 'EXTENDED_FORMAT', 'NONE_LABEL', 'STATS_FORMAT', 'write_model', 'read_model', 'prototypes',
+           'fewshot_embedder', 'unit_features', 'FewShotPredictor', 'ExtendedHead', 'head_layer', 'head_site',
+           'set_module', 'extend_learner', 'find_base', 'base_record', 'ExtendedPredictor', 'feature_stats',
+           'read_feature_stats']
 
 # %% ../nbs/00k_protomodel.ipynb #5a9d8dfc
 FEWSHOT_FORMAT = 'recycle_classifier.fewshot/1'
@@ -237,3 +238,26 @@ class ExtendedPredictor(LearnerPredictor):
         extend_learner(self.learn, added, t['weight'], t['bias'], dict(keep, base_model=str(self.base_path)))
         Predictor.__init__(self, path, list(self.learn.dls.vocab), learner_info(self.learn))
         self.ext_meta = meta
+
+# %% ../nbs/00k_protomodel.ipynb #9376189f
+STATS_FORMAT = 'recycle_classifier.feature_stats/1'
+
+def _pack(t: torch.Tensor) -> str: return base64.b64encode(t.to(torch.float16).numpy().tobytes()).decode('ascii')
+def _unpack(s: str, shape) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.float16).reshape(shape).astype(np.float32))
+
+def feature_stats(x, y, classes) -> dict:
+    "Compact per-class statistics of a head's standardised training features `x` `(n, views, dim)`, labels `y`: JSON-able"
+    x, y = torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y)).long()
+    per = [x[y == i].reshape(-1, x.shape[-1]) for i in range(len(classes))]
+    if any(len(p) < 2 for p in per): raise UserError('feature statistics need at least one photo (two views) per class')
+    mean, std = torch.stack([p.mean(0) for p in per]), torch.stack([p.std(0) for p in per])
+    return dict(format=STATS_FORMAT, classes=list(classes), count=[int((y == i).sum()) for i in range(len(classes))],
+                dim=int(x.shape[-1]), dtype='float16', mean=_pack(mean), std=_pack(std))
+
+def read_feature_stats(stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "The per-class means and standard deviations `(classes, dim)` stored by `feature_stats`"
+    if not isinstance(stats, dict) or stats.get('format') != STATS_FORMAT: raise UserError('not feature statistics of this package')
+    shape = (len(stats['classes']), int(stats['dim']))
+    return _unpack(stats['mean'], shape), _unpack(stats['std'], shape)
+

@@ -6,16 +6,18 @@ of this machine), and train where the GPUs are with fastai's own distributed sup
 # %% ../nbs/12_scale.ipynb #764af802
 from __future__ import annotations
 import contextlib, inspect, json, logging, os, sys, tempfile, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
 from .core import UserError
 from .fileio import append_jsonl, atomic_path, atomic_write, check_writable, read_jsonl
 from .layout import expand_paths, is_image_file
 
 # %% auto #0
-__all__ = ['RAY_INSTALL', 'LIST_SUFFIXES', 'OUT_FORMATS', 'require_ray', 'ray_session', 'read_sources', 'RecordFile',
-           'read_parquet_records', 'read_records', 'limit_threads', 'open_model', 'Classify', 'actor_cpus', 'run_pool',
-           'predict_ray', 'Embed', 'embed_ray', 'pick_device', 'plain_batchnorm', 'broadcast_any_backend',
-           'train_distributed', 'main']
+__all__ = ['RAY_INSTALL', 'SKIP_IMPORTS', 'LIST_SUFFIXES', 'OUT_FORMATS', 'EMBED_FLAGS', 'require_ray', 'ray_session',
+           'lean_imports', 'read_sources', 'RecordFile', 'read_parquet_records', 'read_records', 'limit_threads',
+           'open_model', 'Classify', 'actor_cpus', 'run_pool', 'predict_ray', 'Embed', 'embed_job', 'embed_local',
+           'embed_ray', 'plain_batchnorm', 'broadcast_any_backend', 'train_distributed', 'add_command', 'cmd_embed',
+           'main']
 
 # %% ../nbs/12_scale.ipynb #135bd1d1
 RAY_INSTALL = "pip install 'recycle_classifier[ray]'"
@@ -46,10 +48,30 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
     else:
         os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')   # a local run reports nothing anywhere
         kw = dict(address='local', _node_ip_address='127.0.0.1', include_dashboard=False, num_cpus=num_cpus or os.cpu_count())
-    try: ray.init(**kw, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError) as e: raise UserError(f'cannot join the Ray cluster at {address}: {e}') from None
-    try: yield ray
-    finally: ray.shutdown()
+    with (nullcontext() if address else lean_imports()) as lean:
+        try: ray.init(**kw, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError) as e: raise UserError(f'cannot join the Ray cluster at {address}: {e}') from None
+        try: yield ray
+        finally: ray.shutdown()
+
+# %% ../nbs/12_scale.ipynb #fc9bc8e3
+SKIP_IMPORTS = ('rfc3987_syntax',)   # optional imports no Ray process needs, slow to import
+
+@contextlib.contextmanager
+def lean_imports(names=None):
+    "`PYTHONPATH` for the block (so for the processes it starts) with a folder where each of `names` is not found"
+    names = SKIP_IMPORTS if names is None else names
+    if not names: yield None; return
+    with tempfile.TemporaryDirectory(prefix='rc-ray-lean-') as d:
+        for n in names:
+            (Path(d)/n).mkdir()
+            (Path(d)/n/'__init__.py').write_text(f'raise ImportError("{n}: left out of the Ray processes recycle_classifier starts")\n')
+        old = os.environ.get('PYTHONPATH')
+        os.environ['PYTHONPATH'] = os.pathsep.join([d] + ([old] if old else []))
+        try: yield d
+        finally:
+            if old is None: os.environ.pop('PYTHONPATH', None)
+            else: os.environ['PYTHONPATH'] = old
 
 # %% ../nbs/12_scale.ipynb #a8c5f6c1
 LIST_SUFFIXES = ('.txt', '.lst', '.list')
@@ -166,6 +188,7 @@ def predict_ray(model, sources, out, address: str | None = None, actors: int = 2
     from fastprogress.fastprogress import progress_bar
     from recycle_classifier.predictor import load_predictor
     if actors < 1 or batch_size < 1 or threads_per_actor < 1: raise UserError('actors, batch size and threads must be at least 1')
+    require_ray()   # before any slow work: without Ray, say how to install it at once
     model = Path(model).expanduser().resolve()
     load_predictor(model)   # a bad model file is one clear error here, not a failure in every actor
     files = read_sources(sources)
@@ -174,7 +197,7 @@ def predict_ray(model, sources, out, address: str | None = None, actors: int = 2
     done = rf.read() if resume else {}
     if not resume and rf.journal.exists(): rf.journal.unlink()
     todo = list(dict.fromkeys(str(p) for p in files if 'label' not in done.get(str(p), {})))
-    start, first = time.perf_counter(), None   # `first`: the first batch back (start-up, for the benchmark)
+    start, first, last = time.perf_counter(), None, None   # when the first and last batches came back (for the benchmark)
     if todo:
         with ray_session(address) as ray:
             ref = ray.put(model.read_bytes())
@@ -186,12 +209,13 @@ def predict_ray(model, sources, out, address: str | None = None, actors: int = 2
                 recs = [json.loads(r) for r in b['record']]
                 rf.append(recs)
                 done.update((r['path'], r) for r in recs)
+                last = round(time.perf_counter() - start, 2)
     seconds = time.perf_counter() - start
     mine = [str(p) for p in files]
     ours = set(mine)
     rf.finish([done[p] for p in mine] + [r for p, r in done.items() if p not in ours])
     return dict(photos=len(mine), classified=len(todo), skipped=len(ours) - len(todo),
-                errors=sum('error' in done[p] for p in ours), seconds=round(seconds, 2), first_batch=first,
+                errors=sum('error' in done[p] for p in ours), seconds=round(seconds, 2), first_batch=first, last_batch=last,
                 out=str(rf.out))
 
 def _stream(batches, bar):
@@ -205,14 +229,15 @@ def _stream(batches, bar):
 # %% ../nbs/12_scale.ipynb #54b4d6a9
 class Embed:
     "A Ray actor: builds the embedder once, then puts the features of batches of photos into the shared cache"
-    def __init__(self, arch: str, size: int, resize: str, cache_dir: str, views: tuple, max_bytes: int, threads: int = 1):
+    def __init__(self, bodies: str, resize: str, cache_dir: str, views: tuple, threads: int = 1):
+        limit_threads(threads)   # before torch comes in, so its thread pools start small
         from recycle_classifier.embed import get_embedder, FeatureCache
-        limit_threads(threads)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            self.embedder = get_embedder(arch, size, resize)
+            self.embedder = get_embedder(bodies, resize=resize)
         limit_threads(threads)
-        self.cache, self.views = FeatureCache(cache_dir, max_bytes=max_bytes, notify=lambda m: None), tuple(views)
+        # no pruning here: a walk of the whole cache after every batch would cost more than the batch; the driver prunes once
+        self.cache, self.views = FeatureCache(cache_dir, max_bytes=2**62, notify=lambda m: None), tuple(views)
 
     def __call__(self, batch: dict) -> dict:
         hits = self.cache.stats['hits']
@@ -222,39 +247,59 @@ class Embed:
                     cached=[self.cache.stats['hits'] - hits] + [0] * (len(batch['abs']) - 1))
 
 # %% ../nbs/12_scale.ipynb #1897b499
-def embed_ray(sources, arch: str = 'efficientnet_lite0', size: int = 320, resize: str = 'squish', cache_dir=None,
-              views=('orig',), address: str | None = None, actors: int = 2, batch_size: int = 16,
-              threads_per_actor: int = 1, max_bytes: int | None = None, progress: bool = True) -> dict:
-    "Fill the feature cache (`FeatureCache(cache_dir)`) with the features of the photos of `sources`, on Ray"
-    from fastprogress.fastprogress import progress_bar
-    from recycle_classifier.embed import FeatureCache, check_resize, default_cache_dir
-    check_resize(resize)
+def embed_job(sources, bodies: str | None = None, resize: str = 'squish', cache_dir=None, views=None) -> dict:
+    "The photos of `sources` and the checked settings of filling the cache with them (`train`'s bodies and views by default)"
+    from recycle_classifier.embed import VIEWS, backbone_names, check_resize, default_cache_dir, parse_spec
+    from recycle_classifier.train import DEFAULT_BODIES
+    bodies, views = bodies or DEFAULT_BODIES, tuple(views or VIEWS)
+    unknown = [a for a, _ in parse_spec(bodies) if a not in backbone_names()] + [v for v in views if v not in VIEWS]
+    if unknown: raise UserError(f'unknown body or view: {", ".join(unknown)}; bodies: {", ".join(backbone_names())}; views: {", ".join(VIEWS)}')
     files = list(dict.fromkeys(str(p) for p in read_sources(sources)))
     if not files: raise UserError(f'no photos found in {" ".join(map(str, sources))}')
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser().resolve()
-    max_bytes = max_bytes or FeatureCache(cache_dir).max_bytes
-    errors, cached, start = {}, 0, time.perf_counter()
+    return dict(files=files, bodies=bodies, resize=check_resize(resize), views=views,
+                cache_dir=Path(cache_dir or default_cache_dir()).expanduser().resolve())
+
+def embed_local(sources, bodies: str | None = None, resize: str = 'squish', cache_dir=None, views=None, bs: int = 8,
+                progress: bool = True) -> dict:
+    "Fill the feature cache with the features of the photos of `sources` in this process (`embed_ray` without Ray)"
+    from fastprogress.fastprogress import progress_bar
+    from recycle_classifier.embed import FeatureCache, get_embedder
+    job, start = embed_job(sources, bodies, resize, cache_dir, views), time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        emb = get_embedder(job['bodies'], resize=job['resize'])
+    cache = FeatureCache(job['cache_dir'], notify=lambda m: None)
+    _, _, errors = cache.features(emb, job['files'], job['views'], bs=bs, progress=progress_bar if progress else None)
+    return dict(photos=len(job['files']), embedded=len(job['files']) - cache.stats['hits'] - len(errors), cached=cache.stats['hits'],
+                errors={str(p): e for p, e in errors}, cache_dir=str(job['cache_dir']), seconds=round(time.perf_counter() - start, 2))
+
+# %% ../nbs/12_scale.ipynb #0fd8f9d2
+def embed_ray(sources, bodies: str | None = None, resize: str = 'squish', cache_dir=None, views=None,
+              address: str | None = None, actors: int = 2, batch_size: int = 16, threads_per_actor: int = 1,
+              max_bytes: int | None = None, progress: bool = True) -> dict:
+    "Fill the feature cache (`FeatureCache(cache_dir)`) with the features of the photos of `sources`, on Ray"
+    from fastprogress.fastprogress import progress_bar
+    from recycle_classifier.embed import FeatureCache
+    if actors < 1 or batch_size < 1 or threads_per_actor < 1: raise UserError('actors, batch size and threads must be at least 1')
+    require_ray()
+    job = embed_job(sources, bodies, resize, cache_dir, views)
+    files = job['files']
+    errors, cached, start, first, last = {}, 0, time.perf_counter(), None, None
     with ray_session(address) as ray:
         batches = run_pool(ray, [dict(path=p, abs=os.path.abspath(p)) for p in files], Embed,
-                           (arch, size, resize, str(cache_dir), tuple(views), max_bytes, threads_per_actor),
+                           (job['bodies'], job['resize'], str(job['cache_dir']), job['views'], threads_per_actor),
                            actors, batch_size, threads_per_actor)
         for b in _stream(batches, progress_bar(range(len(files)), display=progress, leave=False)):
+            if first is None: first = dict(rows=len(b['path']), seconds=round(time.perf_counter() - start, 2))
             errors.update((p, e) for p, e in zip(b['path'], b['error']) if e)
             cached += int(sum(b['cached']))
-    return dict(photos=len(files), embedded=len(files) - cached - len(errors), cached=cached,
-                errors=errors, cache_dir=str(cache_dir), seconds=round(time.perf_counter() - start, 2))
+            last = round(time.perf_counter() - start, 2)
+    cache = FeatureCache(job['cache_dir'], **({'max_bytes': max_bytes} if max_bytes else {}))
+    return dict(photos=len(files), embedded=len(files) - cached - len(errors), cached=cached, errors=errors,
+                cache_dir=str(job['cache_dir']), pruned=cache.prune(), seconds=round(time.perf_counter() - start, 2),
+                first_batch=first, last_batch=last)
 
 # %% ../nbs/12_scale.ipynb #7a3867cc
-def pick_device(device: str | None = None) -> str:
-    "'cuda' when asked or, by default, when there is a GPU; 'cpu' otherwise (a `UserError` for a GPU that is not there)"
-    import torch
-    device = (device or 'auto').lower()
-    if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f'--device {device}: no CUDA GPU is visible to torch here (use --device cpu)')
-    if device != 'cpu' and not device.startswith('cuda'): raise UserError(f'--device {device}: choose auto, cpu or cuda')
-    return device
-
 def plain_batchnorm(module):
     "`module` with every `SyncBatchNorm` (multi-GPU training's) turned back into the `BatchNorm2d` it was"
     import torch
@@ -282,54 +327,71 @@ def train_distributed(data, out='models/model.pkl', arch: str | None = None, epo
                       lr: float | None = None, seed: int = 42, squish: bool = False, valid_pct: float = 0.2,
                       device: str | None = None, verbose: bool = True):
     "`train --recipe finetune` in every process `accelerate launch` started, through fastai's `distrib_ctx`; rank 0 exports"
-    import torch
     from accelerate import PartialState
-    from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, parent_label, RandomResizedCrop,
-                                   aug_transforms, Normalize, vision_learner, accuracy, CrossEntropyLossFlat, set_seed)
     from fastai.torch_core import rank_distrib, num_distrib
     from fastai.distributed import DistributedDL   # importing it adds `Learner.distrib_ctx`
     DistributedDL._broadcast = broadcast_any_backend
-    from recycle_classifier.train import FINETUNE_DEFAULTS as d, training_split, validation_metrics
-    from recycle_classifier.backbones import resolve_arch, arch_stats
-    from recycle_classifier.embed import resize_tfm
-    from recycle_classifier.learner import SafePILImage, export_learner, training_record
-    from recycle_classifier.core import package_version
-    epochs, freeze_epochs = d['epochs'] if epochs is None else epochs, d['freeze_epochs'] if freeze_epochs is None else freeze_epochs
-    size, bs, lr = size or d['size'], bs or d['bs'], lr or d['lr']
-    if epochs < 1 and freeze_epochs < 1: raise UserError('nothing to train: epochs must add up to at least 1')
-    device = pick_device(device)
+    from recycle_classifier.train import (finetune_settings, finetune_learner, fit_finetune, finetune_meta, pick_device,
+                                          to_cpu, training_split, validation_metrics)
+    from recycle_classifier.backbones import resolve_arch
+    from recycle_classifier.learner import export_learner
+    s, device = finetune_settings(epochs, freeze_epochs, size, bs, lr), pick_device(device)
     state = PartialState(cpu=device == 'cpu')   # first, so fastai's Accelerator gets the same device and backend
     rank0 = rank_distrib() == 0
     say = print if verbose and rank0 else (lambda *a, **k: None)
     out = check_writable(out)
     root, classes, train, valid = training_split(data, valid_pct, seed)
     with state.main_process_first(): backbone, source = resolve_arch(arch, notify=say)   # one download, by rank 0
-    set_seed(seed, reproducible=True)
-    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=classes)), get_y=parent_label,
-                      splitter=IndexSplitter(range(len(train), len(train) + len(valid))),
-                      item_tfms=resize_tfm(size, 'squish') if squish else RandomResizedCrop(size, min_scale=0.5),
-                      batch_tfms=[*aug_transforms(), Normalize.from_stats(*arch_stats(backbone))])
-    dls = block.dataloaders(train + valid, bs=bs, num_workers=0, device=state.device)
-    learn = vision_learner(dls, backbone.arch, weights=backbone.weights, metrics=accuracy, loss_func=CrossEntropyLossFlat())
+    learn = finetune_learner(train, valid, classes, backbone, s['size'], s['bs'], squish, seed, state.device,
+                             head_only=s['epochs'] == 0)
     say(f'training on {max(1, num_distrib())} process(es), device {state.device}')
     start = time.time()
     with learn.distrib_ctx(sync_bn=device != 'cpu', cpu=device == 'cpu'):
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
+        fit_finetune(learn, s['epochs'], s['freeze_epochs'], s['lr'])
     learn.model = plain_batchnorm(learn.model)
     processes = max(1, num_distrib())
-    if not rank0: return None
-    os.environ['WORLD_SIZE'] = '1'   # training is over: rank 0 evaluates alone (fastai would gather from the others)
-    metrics = validation_metrics(learn)
-    metrics.update(recipe='finetune', train_seconds=round(time.time() - start, 1), epochs=epochs, freeze_epochs=freeze_epochs,
-                   size=size, bs=bs, lr=lr, arch=backbone.name, squish=squish, processes=processes, device=device)
-    mean, std = arch_stats(backbone)
-    learn.recycle_meta = dict(recipe='finetune', arch=backbone.name, weights=str(backbone.weights or 'ImageNet'),
-                              weights_source=source, classes=classes, image_size=size,
-                              normalize=dict(mean=list(mean), std=list(std)), n_train=len(train), n_valid=len(valid),
-                              package_version=package_version(), **training_record(root, train, valid))
-    export_learner(learn, out, metrics)
-    say(f"validation accuracy: {metrics['accuracy']:.1%} on {len(valid)} photos; exported to {out}")
-    return out
+    if rank0:
+        os.environ['WORLD_SIZE'] = '1'   # training is over: rank 0 evaluates alone (fastai would gather from the others)
+        metrics = validation_metrics(learn)
+        metrics.update(recipe='finetune', train_seconds=round(time.time() - start, 1), **s, arch=backbone.name, squish=squish,
+                       processes=processes, device=device)
+        learn.recycle_meta = finetune_meta(backbone, source, root, classes, train, valid, s['size'])
+        export_learner(to_cpu(learn), out, metrics)
+        say(f"validation accuracy: {metrics['accuracy']:.1%} on {len(valid)} photos; exported to {out}")
+    state.wait_for_everyone()   # the others wait for rank 0's export, then all leave the process group together
+    state.destroy_process_group()   # a process that exits while still in the group aborts (gloo's threads)
+    return out if rank0 else None
+
+# %% ../nbs/12_scale.ipynb #d8fd6f8e
+EMBED_FLAGS = ('--bodies', '--arch', '--size', '--crop', '--cache-dir')   # train's flags, so both name the same features
+
+def add_command(sub):
+    "The `embed` subcommand"
+    from recycle_classifier.train import TRAIN_OPTIONS
+    p = sub.add_parser('embed', help='fill the feature cache of a photo archive, so training starts warm (on Ray with --ray)',
+                       description="Compute the features `train` uses (its bodies and views) for photos, folders or list files "
+                                   "(.txt, one path a line) into the feature cache; a re-run embeds only new photos.")
+    p.add_argument('paths', metavar='SRC', nargs='+', help='photos, folders of photos or .txt lists of them')
+    for flag, kw in TRAIN_OPTIONS:
+        if flag in EMBED_FLAGS: p.add_argument(flag, **kw)
+    g = p.add_argument_group(f'on Ray ({RAY_INSTALL})')
+    g.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
+                   help='embed on Ray Data: a local Ray on 127.0.0.1, or join the cluster at ADDRESS (e.g. ray://head:10001)')
+    g.add_argument('--actors', type=int, default=2, help='with --ray: embedders working at once (default %(default)s)')
+    p.set_defaults(func=cmd_embed)
+
+def cmd_embed(args) -> int:
+    "Fill the cache; exit 1 if any photo could not be read"
+    from recycle_classifier.train import bodies_spec
+    kw = dict(bodies=bodies_spec(args.arch, args.size, args.bodies), resize='crop' if args.crop else 'squish', cache_dir=args.cache_dir)
+    if args.ray is None: r = embed_local(args.paths, **kw)
+    else: r = embed_ray(args.paths, address=None if args.ray == 'local' else args.ray, actors=args.actors, **kw)
+    for p, why in r['errors'].items(): print(f'{p}: {why}', file=sys.stderr)
+    if r.get('pruned'): print(f"warning: the feature cache was over its size limit: {r['pruned']} least recently used "
+                              'feature files were removed (they are computed again when needed)', file=sys.stderr)
+    print(f"{r['photos']} photos: {r['embedded']} embedded, {r['cached']} already in the cache {r['cache_dir']}, "
+          f"{len(r['errors'])} could not be read ({r['seconds']} s)", file=sys.stderr)
+    return 1 if r['errors'] else 0
 
 # %% ../nbs/12_scale.ipynb #f5171dd3
 def main(argv=None) -> int:

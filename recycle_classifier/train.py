@@ -23,18 +23,20 @@ from .data import scan_dataset, dataset_report, check_trainable
 from .learner import SafePILImage, export_learner, training_record
 from .metrics import confusion_text, confusion_matrix
 from .backbones import resolve_arch, arch_stats
+from .protomodel import feature_stats
 from .embed import (get_embedder, FeatureCache, standardise, feature_model, resize_tfm, VIEWS)
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments',
-           'training_split', 'checked_split', 'make_head', 'fit_head', 'head_probs', 'metrics_from_probs', 'photo_dls',
-           'feature_learner', 'train_features', 'FastCPUBatches', 'validation_metrics', 'train_finetune', 'train',
-           'add_command', 'cmd_train']
+           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'make_head', 'fit_head', 'head_probs',
+           'metrics_from_probs', 'photo_dls', 'feature_learner', 'bodies_spec', 'train_features', 'FastCPUBatches',
+           'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta', 'validation_metrics',
+           'train_finetune', 'train', 'add_command', 'cmd_train']
 
 # %% ../nbs/03_train.ipynb #9aa91f3f
 RECIPES = ('features', 'finetune')
 DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'
-FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, hidden=512, in_drop=0.2, drop=0.5,
+FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, hidden=512, in_drop=0.5, drop=0.5,
                         epochs=40, bs=128, lr=2e-3, wd=0.05, label_smoothing=0.1, seed=42, valid_pct=0.2)
 FINETUNE_DEFAULTS = dict(epochs=4, size=224, bs=32, lr=2e-3, freeze_epochs=1, seed=42, valid_pct=0.2)
 
@@ -52,12 +54,32 @@ TRAIN_OPTIONS = [  # (flag, argparse keywords): the CLI adds these to `train`
     ('--crop', dict(action='store_true', help='features: centre-crop photos instead of squishing them whole')),
     ('--cache-dir', dict(default=None, help='feature cache folder (default $RECYCLE_CLASSIFIER_CACHE_DIR or the user cache dir)')),
     ('--no-cache', dict(action='store_true', help='embed every photo afresh and keep nothing on disk')),
+    ('--device', dict(default='auto', help='where to train: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default %(default)s)')),
 ]
 
 def add_train_arguments(parser):
     "Add `TRAIN_OPTIONS` to an argparse parser"
     for flag, kw in TRAIN_OPTIONS: parser.add_argument(flag, **kw)
     return parser
+
+# %% ../nbs/03_train.ipynb #3eaf834f
+def pick_device(device: str | None = 'auto') -> str:
+    "The torch device to train on: `auto` is the CUDA GPU when there is one, else the CPU; a `UserError` for one that is not here"
+    device = str(device or 'auto').strip().lower()
+    if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cpu': return device
+    kind, _, idx = device.partition(':')
+    if kind != 'cuda' or (idx and not idx.isdigit()): raise UserError(f'--device {device}: choose auto, cpu, cuda or cuda:N')
+    if not torch.cuda.is_available():
+        raise UserError(f'--device {device}: no CUDA GPU is visible to torch here (torch {torch.__version__}); use --device cpu')
+    if idx and int(idx) >= torch.cuda.device_count():
+        raise UserError(f'--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}')
+    return device
+
+def to_cpu(learn):
+    "`learn` in fp32 with its model and data on the CPU (what an export holds, wherever training ran)"
+    learn.to_fp32(); learn.model.cpu(); learn.dls.to(torch.device('cpu'))
+    return learn
 
 # %% ../nbs/03_train.ipynb #6eb6ef2b
 def training_split(data, valid_pct: float = 0.2, seed: int = 42) -> tuple:
@@ -80,7 +102,6 @@ def training_split(data, valid_pct: float = 0.2, seed: int = 42) -> tuple:
     if not valid: raise UserError(f'{found.root}: no validation photos; add DATA/valid/<class>/ or more photos per class')
     return found.root, classes, train, valid
 
-
 # %% ../nbs/03_train.ipynb #5681b2d4
 def checked_split(data, valid_pct: float = 0.2, seed: int = 42, say=print) -> tuple:
     "`training_split` after the dataset report people read before training (counts, imbalance, files set aside)"
@@ -99,21 +120,21 @@ def _write_onnx(learn, out, say=print):
     except Exception as e: say(f'note: no ONNX file written: {e}')  # the .pkl is written; ONNX is a convenience
 
 # %% ../nbs/03_train.ipynb #0fcd130b
-def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.2, drop: float = 0.5) -> nn.Module:
+def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5) -> nn.Module:
     "The MLP head: dropout, linear, ReLU, dropout, linear"
     if hidden <= 0: return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, n_classes))
     return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(drop), nn.Linear(hidden, n_classes))
 
-def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.2, drop: float = 0.5,
+def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5,
              epochs: int = 40, bs: int = 128, lr: float = 2e-3, wd: float = 0.05, label_smoothing: float = 0.1,
-             seed: int = 42) -> tuple[nn.Module, np.ndarray, np.ndarray]:
-    "Train the head on features `(n, views, dim)`; return it (eval mode) with the standardisation (mean, std)"
+             seed: int = 42, device: str = 'cpu') -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    "Train the head on features `(n, views, dim)` on `device`; return it (eval mode, on the CPU) with the standardisation (mean, std)"
     torch.manual_seed(seed)
     mean, std = standardise(feats)
     n, v, d = feats.shape
-    x = torch.from_numpy(((feats - mean) / std).reshape(-1, d).astype(np.float32))
-    t = torch.as_tensor(np.repeat(np.asarray(y), v), dtype=torch.long)
-    head = make_head(d, n_classes, hidden, in_drop, drop)
+    x = torch.from_numpy(((feats - mean) / std).reshape(-1, d).astype(np.float32)).to(device)
+    t = torch.as_tensor(np.repeat(np.asarray(y), v), dtype=torch.long).to(device)
+    head = make_head(d, n_classes, hidden, in_drop, drop).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
     steps = (len(x) + bs - 1) // bs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
@@ -124,7 +145,7 @@ def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: f
             idx = perm[i*bs:(i+1)*bs]
             loss = F.cross_entropy(head(x[idx]), t[idx], label_smoothing=label_smoothing)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    return head.eval(), mean.astype(np.float32), std.astype(np.float32)
+    return head.eval().cpu(), mean.astype(np.float32), std.astype(np.float32)
 
 @torch.no_grad()
 def head_probs(head: nn.Module, mean, std, feats: np.ndarray) -> np.ndarray:
@@ -142,7 +163,6 @@ def metrics_from_probs(probs: np.ndarray, y, classes) -> dict:
     return dict(accuracy=float((pred == y).mean()), valid_loss=loss, per_class_accuracy=per_class,
                 confusion_matrix=cm.tolist(), classes=list(classes), n_valid=int(len(y)))
 
-
 # %% ../nbs/03_train.ipynb #438953cd
 def photo_dls(train, valid, classes, size: int, resize: str = 'squish', bs: int = 32):
     "fastai `DataLoaders` of photo paths labelled by their folder, resized as the embedder resizes them"
@@ -157,12 +177,12 @@ def feature_learner(embedder, head, mean, std, train, valid, classes, views=VIEW
     return Learner(dls, feature_model(embedder, head, mean, std, views), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
 
 # %% ../nbs/03_train.ipynb #ee613976
-def _bodies_spec(arch, size, bodies) -> str:
+def bodies_spec(arch, size, bodies) -> str:
     "The bodies to embed with: `--arch` at `--size` when given, else the `bodies` spec"
     return f'{arch}@{size or 320}' if arch else (bodies or DEFAULT_BODIES)
 
 def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=None, resize='squish', epochs=None,
-                   bs=None, lr=None, seed=42, cache_dir=None, no_cache=False, valid_pct=0.2, verbose=True, **head_kw):
+                   bs=None, lr=None, seed=42, cache_dir=None, no_cache=False, valid_pct=0.2, verbose=True, device=None, **head_kw):
     "The default recipe: a head on cached features of frozen ImageNet bodies; export to `out`; (learner, metrics)"
     say = print if verbose else (lambda *a, **k: None)
     d = FEATURE_DEFAULTS
@@ -170,11 +190,12 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
               drop=d['drop'], wd=d['wd'], label_smoothing=d['label_smoothing'], **head_kw)
     if hp['epochs'] < 1: raise UserError('nothing to train: --epochs must be at least 1')
     if hp['bs'] < 1: raise UserError('--bs must be at least 1')
+    device = pick_device(device)
     out = check_writable(out)
     root, classes, train, valid = checked_split(data, valid_pct, seed, say)
     if arch: say(f'architecture: {arch}, weights: {resolve_arch(arch, notify=say)[1]}')
     t0 = time.time()
-    emb = get_embedder(_bodies_spec(arch, size, bodies), resize=resize)
+    emb = get_embedder(bodies_spec(arch, size, bodies), resize=resize)
     cache = FeatureCache(cache_dir, enabled=not no_cache, notify=say)
     say(f'embedding with {emb!r}' + ('' if no_cache else f' (feature cache {cache.dir})'))
     feats, ok, errors = cache.features(emb, train + valid, d['views'], bs=8, progress=_progress(verbose))
@@ -185,18 +206,20 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     is_valid = np.array([p in valid_set for p in ok], dtype=bool)
     y = np.array([classes.index(parent_label(p)) for p in ok])
     set_seed(seed)
-    head, mean, std = fit_head(feats[~is_valid], y[~is_valid], len(classes), seed=seed, **hp)
+    head, mean, std = fit_head(feats[~is_valid], y[~is_valid], len(classes), seed=seed, device=device, **hp)
     metrics = metrics_from_probs(head_probs(head, mean, std, feats[is_valid]), y[is_valid], classes)
     t2 = time.time()
     train_ok, valid_ok = [p for p, v in zip(ok, is_valid) if not v], [p for p, v in zip(ok, is_valid) if v]
+    try: stats = dict(feature_stats=feature_stats((feats[~is_valid] - mean) / std, y[~is_valid], classes))
+    except UserError: stats = {}  # a class without training photos: `extend` then reads the cache or imprints
     learn = feature_learner(emb, head, mean, std, train_ok, valid_ok, classes, d['views'])
     learn.recycle_meta = dict(recipe='features', embedder=emb.meta, bodies=emb.key, views=list(d['views']),
                               image_size=emb.base, resize=emb.resize, classes=classes, head=hp, seed=seed,
                               n_train=len(train_ok), n_valid=len(valid_ok), skipped=[(str(p), w) for p, w in errors],
-                              **_versions(), **training_record(root, train_ok, valid_ok))
+                              **stats, **_versions(), **training_record(root, train_ok, valid_ok))
     metrics.update(recipe='features', embed_seconds=round(t1 - t0, 1), train_seconds=round(t2 - t1, 1),
-                   cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, **hp)
-    export_learner(learn, out, metrics)
+                   cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, device=device, **hp)
+    export_learner(to_cpu(learn), out, metrics)
     _write_onnx(learn, out, say)
     return learn, metrics
 
@@ -235,48 +258,69 @@ def _plain_channels_last(t):
     t = t.as_subclass(torch.Tensor)
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
+# %% ../nbs/03_train.ipynb #270b54b0
+def finetune_settings(epochs=None, freeze_epochs=None, size=None, bs=None, lr=None) -> dict:
+    "The fine-tuning hyper-parameters: `FINETUNE_DEFAULTS` for those not given, checked"
+    d = FINETUNE_DEFAULTS
+    s = dict(epochs=d['epochs'] if epochs is None else epochs, freeze_epochs=d['freeze_epochs'] if freeze_epochs is None else freeze_epochs,
+             size=size or d['size'], bs=bs or d['bs'], lr=lr or d['lr'])
+    if s['epochs'] < 0 or s['freeze_epochs'] < 0 or s['epochs'] + s['freeze_epochs'] == 0: raise UserError('nothing to train: epochs must add up to at least 1')
+    if s['size'] < 32: raise UserError(f"--size {s['size']} is too small; use at least 32 pixels")
+    if s['bs'] < 1: raise UserError('--bs must be at least 1')
+    return s
+
+def finetune_learner(train, valid, classes, backbone, size: int, bs: int, squish: bool = False, seed: int = 42,
+                     device='cpu', num_workers: int = 0, head_only: bool = False, cbs=None) -> Learner:
+    "fastai's `vision_learner` on `backbone` for the photos `train` + `valid` (labelled by folder), on `device`"
+    set_seed(seed, reproducible=True)
+    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=list(classes))), get_y=parent_label,
+                      splitter=IndexSplitter(range(len(train), len(train) + len(valid))),
+                      item_tfms=resize_tfm(size, 'squish') if squish else RandomResizedCrop(size, min_scale=0.5),
+                      batch_tfms=[*aug_transforms(), Normalize.from_stats(*arch_stats(backbone))])
+    dls = block.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, device=torch.device(device))
+    learn = vision_learner(dls, backbone.arch, weights=backbone.weights, metrics=accuracy, train_bn=not head_only,
+                           loss_func=CrossEntropyLossFlat(), cbs=cbs)
+    return learn.to_fp16() if torch.device(device).type == 'cuda' else learn   # mixed precision: fastai's GPU default
+
+# %% ../nbs/03_train.ipynb #26a80812
+def fit_finetune(learn, epochs: int, freeze_epochs: int, lr: float):
+    "fastai's `fine_tune`; with `epochs=0` only the new head trains"
+    if epochs == 0: learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr)
+    else: learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
+
+def finetune_meta(backbone, source, root, classes, train, valid, size: int) -> dict:
+    "What a fine-tuned export records about itself"
+    mean, std = arch_stats(backbone)
+    return dict(recipe='finetune', arch=backbone.name, weights=str(backbone.weights or 'ImageNet'), weights_source=source,
+                classes=list(classes), image_size=size, normalize=dict(mean=list(mean), std=list(std)),
+                n_train=len(train), n_valid=len(valid), **_versions(), **training_record(root, train, valid))
+
 # %% ../nbs/03_train.ipynb #526f4f85
 def validation_metrics(learn) -> dict:
     "Accuracy, loss, per-class accuracy and the confusion matrix of a fastai learner on its validation set"
     probs, targs = learn.get_preds()
-    return metrics_from_probs(probs.numpy(), targs.numpy(), list(learn.dls.vocab))
+    return metrics_from_probs(probs.float().cpu().numpy(), targs.cpu().numpy(), list(learn.dls.vocab))
 
 def train_finetune(data, out='models/model.pkl', arch=None, size=None, epochs=None, freeze_epochs=None, bs=None,
-                   lr=None, seed=42, squish=False, valid_pct=0.2, num_workers=None, verbose=True, **_):
-    "fastai's `fine_tune` of a whole ImageNet network; export to `out`; (learner, metrics)"
+                   lr=None, seed=42, squish=False, valid_pct=0.2, num_workers=None, verbose=True, device=None, **_):
+    "fastai's `fine_tune` of a whole ImageNet network on `device`; export to `out`; (learner, metrics)"
     say = print if verbose else (lambda *a, **k: None)
-    d = FINETUNE_DEFAULTS
-    epochs, freeze_epochs = d['epochs'] if epochs is None else epochs, d['freeze_epochs'] if freeze_epochs is None else freeze_epochs
-    size, bs, lr = size or d['size'], bs or d['bs'], lr or d['lr']
-    if epochs < 0 or freeze_epochs < 0 or epochs + freeze_epochs == 0: raise UserError('nothing to train: epochs must add up to at least 1')
-    if size < 32: raise UserError(f'--size {size} is too small; use at least 32 pixels')
+    s = finetune_settings(epochs, freeze_epochs, size, bs, lr)
+    device = pick_device(device)
     out = check_writable(out)
     root, classes, train, valid = checked_split(data, valid_pct, seed, say)
     backbone, source = resolve_arch(arch, notify=say)
-    say(f'architecture: {backbone.name} ({backbone.weights or "ImageNet"}), weights: {source}')
-    set_seed(seed, reproducible=True)
-    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=classes)), get_y=parent_label,
-                      splitter=IndexSplitter(range(len(train), len(train) + len(valid))),
-                      item_tfms=resize_tfm(size, 'squish') if squish else RandomResizedCrop(size, min_scale=0.5),
-                      batch_tfms=[*aug_transforms(), Normalize.from_stats(*arch_stats(backbone))])
+    say(f'architecture: {backbone.name} ({backbone.weights or "ImageNet"}), weights: {source}; training on {device}')
     workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
-    dls = block.dataloaders(train + valid, bs=bs, num_workers=workers)
-    head_only = epochs == 0
-    learn = vision_learner(dls, backbone.arch, weights=backbone.weights, metrics=accuracy, train_bn=not head_only,
-                           loss_func=CrossEntropyLossFlat(), cbs=[FastCPUBatches()])
+    learn = finetune_learner(train, valid, classes, backbone, s['size'], s['bs'], squish, seed, device, workers,
+                             head_only=s['epochs'] == 0, cbs=[FastCPUBatches()] if device == 'cpu' else None)
     start = time.time()
     with (nullcontext() if verbose else learn.no_bar()), (nullcontext() if verbose else learn.no_logging()):
-        if head_only: learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr)
-        else: learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
+        fit_finetune(learn, s['epochs'], s['freeze_epochs'], s['lr'])
         metrics = validation_metrics(learn)
-    metrics.update(recipe='finetune', train_seconds=round(time.time() - start, 1), epochs=epochs,
-                   freeze_epochs=freeze_epochs, size=size, bs=bs, lr=lr, arch=backbone.name, squish=squish)
-    mean, std = arch_stats(backbone)
-    learn.recycle_meta = dict(recipe='finetune', arch=backbone.name, weights=str(backbone.weights or 'ImageNet'),
-                              weights_source=source, classes=classes, image_size=size,
-                              normalize=dict(mean=list(mean), std=list(std)), n_train=len(train), n_valid=len(valid),
-                              **_versions(), **training_record(root, train, valid))
-    export_learner(learn, out, metrics)
+    metrics.update(recipe='finetune', train_seconds=round(time.time() - start, 1), **s, arch=backbone.name, squish=squish, device=device)
+    learn.recycle_meta = finetune_meta(backbone, source, root, classes, train, valid, s['size'])
+    export_learner(to_cpu(learn), out, metrics)
     _write_onnx(learn, out, say)
     return learn, metrics
 
@@ -285,14 +329,15 @@ def train(data, recipe: str = 'features', out='models/model.pkl', arch: str | No
           epochs: int | None = None, bs: int | None = None, lr: float | None = None, seed: int = 42,
           bodies: str | None = None, squish: bool = False, crop: bool = False, freeze_epochs: int | None = None,
           cache_dir=None, no_cache: bool = False, valid_pct: float = 0.2, num_workers: int | None = None,
-          verbose: bool = True, **kw):
+          verbose: bool = True, device: str | None = None, **kw):
     "Train a classifier on the photos in `data` with `recipe`, export it to `out`; return (learner, metrics)"
     if recipe not in RECIPES: raise UserError(f'unknown recipe {recipe!r}; choose one of: {", ".join(RECIPES)}')
     if size is not None and size < 32: raise UserError(f'--size {size} is too small; use at least 32 pixels')
+    device = pick_device(device)   # a missing GPU is said before any work
     if recipe == 'finetune':
-        return train_finetune(data, out, arch, size, epochs, freeze_epochs, bs, lr, seed, squish, valid_pct, num_workers, verbose)
+        return train_finetune(data, out, arch, size, epochs, freeze_epochs, bs, lr, seed, squish, valid_pct, num_workers, verbose, device)
     return train_features(data, out, arch, size, bodies, 'crop' if crop else 'squish', epochs, bs, lr, seed,
-                          cache_dir, no_cache, valid_pct, verbose, **kw)
+                          cache_dir, no_cache, valid_pct, verbose, device, **kw)
 
 # %% ../nbs/03_train.ipynb #d6e4f327
 def add_command(sub):

@@ -16,6 +16,21 @@ def cli(*args, env=None, timeout=900, cwd=None):
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
 
 
+def run_cli(*args, cwd=None):
+    "Run `recycle-classifier ARGS` inside this process (no fresh torch import): a CompletedProcess-like result"
+    import contextlib, io, types
+    from recycle_classifier.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    try:
+        if cwd: os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: code = main(list(map(str, args)))
+            except SystemExit as e: code = e.code if isinstance(e.code, int) else 2
+    finally: os.chdir(old)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 @pytest.fixture(scope='session', autouse=True)
 def offline_torch_home(tmp_path_factory):
     "A private, empty torch hub cache, a closed download port and a private feature cache: every test runs as offline as this machine, and touches nothing of the user's"

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import cli, SAMPLE
+from conftest import cli, run_cli, SAMPLE
 
 PHOTO = sorted((SAMPLE/'valid'/'plastic').glob('*.jpg'))[0]
 
@@ -49,7 +49,7 @@ def broken_files(tmp_path_factory):
 
 
 def test_every_odd_format_is_classified(model_path, odd_photos):
-    r = cli('predict', model_path, odd_photos, '--json')
+    r = run_cli('predict', model_path, odd_photos, '--json')
     assert r.returncode == 0, r.stderr
     recs = [json.loads(l) for l in r.stdout.splitlines()]
     assert sorted(Path(x['path']).name for x in recs) == sorted(p.name for p in odd_photos.iterdir())
@@ -88,7 +88,7 @@ def test_training_skips_and_lists_unreadable_files_losing_nothing(tmp_path, brok
         shutil.copytree(SAMPLE/'train'/c, data/c)
     for f in broken_files.iterdir(): shutil.copy(f, data/'glass'/f.name)
     before = sorted(p.relative_to(data) for p in data.rglob('*'))
-    r = cli('train', data, '--arch', 'mobilenet_v2', '--epochs', '1', '--freeze-epochs', '0', '--size', '64',
+    r = run_cli('train', data, '--arch', 'mobilenet_v2', '--epochs', '1', '--freeze-epochs', '0', '--size', '64',
             '--out', tmp_path/'m.pkl')
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'skipped 1 file(s), left in place' in r.stdout            # the report before training: not photos
@@ -110,7 +110,7 @@ def test_unusable_training_folders(tmp_path, setup, words):
     elif setup == 'empty': d.mkdir()
     elif setup == 'one_class': shutil.copytree(SAMPLE/'train'/'glass', d/'glass')
     elif setup == 'empty_classes': (d/'glass').mkdir(parents=True); (d/'metal').mkdir()
-    r = cli('train', d, '--arch', 'mobilenet_v2', '--out', tmp_path/'m.pkl')
+    r = run_cli('train', d, '--arch', 'mobilenet_v2', '--out', tmp_path/'m.pkl')
     assert_clean_error(r, *words)
 
 
@@ -118,14 +118,14 @@ def test_empty_class_folder_is_a_warning_not_a_failure(tmp_path):
     d = tmp_path/'d'
     for c in ('glass', 'metal'): shutil.copytree(SAMPLE/'train'/c, d/c)
     (d/'paper').mkdir()
-    r = cli('train', d, '--arch', 'mobilenet_v2', '--epochs', '1', '--freeze-epochs', '0', '--size', '64',
+    r = run_cli('train', d, '--arch', 'mobilenet_v2', '--epochs', '1', '--freeze-epochs', '0', '--size', '64',
             '--out', tmp_path/'m.pkl')
     assert r.returncode == 0, r.stderr
     assert 'class folder paper has no usable photos; skipped' in r.stdout
 
 
 def test_explicit_resnet_offline_fails_before_training(tmp_path):
-    r = cli('train', SAMPLE, '--arch', 'resnet18', '--out', tmp_path/'m.pkl')
+    r = run_cli('train', SAMPLE, '--arch', 'resnet18', '--out', tmp_path/'m.pkl')
     assert_clean_error(r, 'resnet18', 'could not be downloaded', '--arch mobilenet_v2')
     assert 'epoch' not in r.stdout and not (tmp_path/'m.pkl').exists()
 
@@ -135,30 +135,30 @@ def test_unwritable_destination_fails_before_training(tmp_path):
     try:
         import os
         if os.access(ro, os.W_OK): pytest.skip('running as a user who can write anywhere (root)')
-        r = cli('train', SAMPLE, '--arch', 'mobilenet_v2', '--out', ro/'m.pkl')
+        r = run_cli('train', SAMPLE, '--arch', 'mobilenet_v2', '--out', ro/'m.pkl')
         assert_clean_error(r, 'cannot write')
     finally: ro.chmod(0o700)
 
 
 def test_destination_that_is_a_folder(tmp_path):
-    r = cli('train', SAMPLE, '--arch', 'mobilenet_v2', '--out', tmp_path)
+    r = run_cli('train', SAMPLE, '--arch', 'mobilenet_v2', '--out', tmp_path)
     assert_clean_error(r, 'is a folder')
 
 
 def test_model_that_is_not_an_export(tmp_path):
     bogus = tmp_path/'model.pkl'; bogus.write_text('hello')
-    assert_clean_error(cli('predict', bogus, PHOTO), 'not a model exported')
-    assert_clean_error(cli('predict', tmp_path/'missing.pkl', PHOTO), 'no such model file')
+    assert_clean_error(run_cli('predict', bogus, PHOTO), 'not a model exported')
+    assert_clean_error(run_cli('predict', tmp_path/'missing.pkl', PHOTO), 'no such model file')
 
 
 def test_predict_needs_photos(model_path, tmp_path):
-    assert_clean_error(cli('predict', model_path), 'at least one photo')
-    assert_clean_error(cli('predict', model_path, tmp_path), 'no photos found')
-    r = cli('predict', model_path, tmp_path/'nope.jpg')
+    assert_clean_error(run_cli('predict', model_path), 'at least one photo')
+    assert_clean_error(run_cli('predict', model_path, tmp_path), 'no photos found')
+    r = run_cli('predict', model_path, tmp_path/'nope.jpg')
     assert r.returncode == 1 and 'no such file' in r.stdout
 
 
 def test_bad_option_values(tmp_path, model_path):
-    assert_clean_error(cli('train', SAMPLE, '--epochs', '0', '--freeze-epochs', '0'), 'nothing to train')
-    assert_clean_error(cli('train', SAMPLE, '--size', '8'), 'too small')
-    assert_clean_error(cli('predict', model_path, PHOTO, '--top-k', '0'), '--top-k')
+    assert_clean_error(run_cli('train', SAMPLE, '--epochs', '0', '--freeze-epochs', '0'), 'nothing to train')
+    assert_clean_error(run_cli('train', SAMPLE, '--size', '8'), 'too small')
+    assert_clean_error(run_cli('predict', model_path, PHOTO, '--top-k', '0'), '--top-k')

@@ -13,7 +13,7 @@ from recycle_classifier.clean import (suggest, apply_decisions, undo_last, datas
 from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
 from recycle_classifier.layout import QUARANTINE, walk_dataset
 from recycle_classifier.embed import FeatureCache
-from conftest import CLASSES, cli
+from conftest import CLASSES, cli, run_cli
 
 SIZE = '96'  # small photos keep the embedding quick; the cache makes every later run quicker still
 
@@ -215,7 +215,7 @@ def test_widget_keeps_decisions_across_filters_and_applies(base, ds):
 
 def test_cli_suggest_apply_undo(ds, tmp_path, features):
     out = tmp_path/'suggestions.csv'
-    r = cli('clean', 'suggest', ds, '--size', SIZE, '--folds', '4', '--out', out, '--quiet', '--cache', features)
+    r = run_cli('clean', 'suggest', ds, '--size', SIZE, '--folds', '4', '--out', out, '--quiet', '--cache', features)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'likely wrong labels' in r.stdout and 'clean apply' in r.stdout
     df = pd.read_csv(out)
@@ -224,11 +224,11 @@ def test_cli_suggest_apply_undo(ds, tmp_path, features):
     df.loc[df.path == 'valid/glass/copy.jpg', 'decision'] = 'metal'
     df.to_csv(out, index=False)
     before = dataset_files(ds)
-    r = cli('clean', 'apply', out)
+    r = run_cli('clean', 'apply', out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert '1 removed, 1 relabelled' in r.stdout and (ds/QUARANTINE/'train'/'metal'/'noise.png').exists()
     assert (ds/'valid'/'metal'/'copy.jpg').exists()
-    r = cli('clean', 'undo', ds)
+    r = run_cli('clean', 'undo', ds)
     assert r.returncode == 0 and '2 restored' in r.stdout and dataset_files(ds) == before
 
 

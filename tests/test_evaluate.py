@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import CLASSES, cli
+from conftest import CLASSES, cli, run_cli
 from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
 from recycle_classifier.images import open_image
 from recycle_classifier.learner import load_learner
@@ -41,8 +41,9 @@ def pred(model_path):
 
 
 @pytest.fixture(scope='module')
-def sample_eval(pred):
-    return evaluate(pred, SAMPLE, progress=False)
+def sample_eval(model_path):
+    "The sample's 60 validation photos scored through the ONNX file beside the export (the .pkl scores alike: test_train_predict)"
+    return evaluate(load_predictor(model_path.with_suffix('.onnx')), SAMPLE, progress=False)
 
 
 # ---- Grad-CAM ----------------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def test_training_folder_scores_exactly_the_recorded_validation_photos(flat, tmp
     assert {str(p) for p in ev.paths} == valid and not ({str(p) for p in ev.paths} & train)
     out = ev.to_dict()
     assert out['n'] == 48 and out['warnings'] == [] and out['scope'].startswith('the 48 validation photos recorded')
-    r = cli('evaluate', model, d, '--out', tmp_path/'rep', '--top-losses', '2', '--cams', '0')
+    r = run_cli('evaluate', model, d, '--out', tmp_path/'rep', '--top-losses', '2', '--cams', '0')
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((tmp_path/'rep'/'metrics.json').read_text())['n'] == 48
     assert 'evaluated 48 photos' in r.stdout and 'validation photos recorded' in r.stdout and 'warning: ' not in r.stderr
@@ -319,7 +320,7 @@ def test_other_folder_scores_everything_and_warns_about_training_photos(flat, tm
     ev = evaluate(model, other, progress=False)
     assert len(ev.paths) == 10 and ev.evalset.scope == 'all 10 photos of the folder'
     assert ev.evalset.warnings[0].startswith('4 of these 10 photos are photos the model trained on (same content)')
-    r = cli('evaluate', model, other, '--out', tmp_path/'rep', '--top-losses', '0', '--cams', '0')
+    r = run_cli('evaluate', model, other, '--out', tmp_path/'rep', '--top-losses', '0', '--cams', '0')
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'warning: 4 of these 10 photos are photos the model trained on' in r.stderr
     d2 = json.loads((tmp_path/'rep'/'metrics.json').read_text())
@@ -342,17 +343,20 @@ def test_models_without_a_training_record_are_evaluated_as_before_with_a_warning
 # ---- command line --------------------------------------------------------------------------------------------
 
 def test_cli_evaluate(model_path, tmp_path):
-    r = cli('evaluate', model_path, SAMPLE, '--out', tmp_path/'rep', '--top-losses', '3', '--cams', '1')
+    "The command on the ONNX file beside the export (the .pkl's report, heatmaps included, is checked above)"
+    r = run_cli('evaluate', model_path.with_suffix('.onnx'), SAMPLE, '--out', tmp_path/'rep', '--top-losses', '3', '--cams', '0')
     assert r.returncode == 0, r.stdout + r.stderr
     d = json.loads((tmp_path/'rep'/'metrics.json').read_text())
     assert d['n'] == 60 and d['split'] == 'valid' and d['classes'] == CLASSES
+    # the same 60 photos, scored as training scored them from its cached features
+    assert d['accuracy'] == pytest.approx(json.loads(model_path.with_suffix('.json').read_text())['metrics']['accuracy'], abs=1e-9)
     assert f"accuracy {d['accuracy']:.1%}" in r.stdout and '<- worst' in r.stdout
     assert (tmp_path/'rep'/'report.html').stat().st_size > 10_000
 
 
 def test_cli_explain_and_errors(model_path, tmp_path):
     (tmp_path/'broken.jpg').write_text('not a photo')
-    r = cli('explain', model_path, PHOTOS[0], PHOTOS[1], tmp_path/'broken.jpg', '--out', tmp_path/'cams')
+    r = run_cli('explain', model_path, PHOTOS[0], PHOTOS[1], tmp_path/'broken.jpg', '--out', tmp_path/'cams')
     assert r.returncode == 1, r.stdout + r.stderr
     assert sorted(p.name for p in (tmp_path/'cams').iterdir()) == [f'{p.stem}_gradcam.png' for p in PHOTOS[:2]]
     assert 'broken.jpg: error:' in r.stderr and r.stdout.count('_gradcam.png') == 2

@@ -41,6 +41,9 @@ def base_pkl(tmp_path_factory):
     dls = ImageDataLoaders.from_folder(tmp/'data', train='train', valid='valid', item_tfms=Resize(96, method='squish'),
                                        bs=16, num_workers=0)
     learn = Learner(dls, feature_model(emb, head.eval(), mean, std), loss_func=CrossEntropyLossFlat())
+    from recycle_classifier.protomodel import feature_stats   # what training records about its features
+    learn.recycle_meta = dict(embedder=emb.meta, views=['orig', 'flip'],
+                              feature_stats=feature_stats(x.reshape(-1, 2, emb.dim), y[::2], BASE))
     return export_learner(learn, tmp/'models'/'base.pkl')
 
 def trash(split='train', n=5): return image_files(SAMPLE_DIR/split/'trash')[:n]
@@ -69,7 +72,8 @@ def test_extended_file_is_safetensors_with_metadata_and_a_base_reference(extende
     assert meta['classes'] == BASE + ['trash'] and meta['base']['classes'] == BASE
     assert meta['base']['path'] == 'base.pkl' and len(meta['base']['sha256']) == 64
     a = meta['added'][0]
-    assert (a['class'], a['photos'], len(a['skipped'])) == ('trash', 5, 1) and a['created'][:2] == '20'
+    assert (a['class'], a['photos'], len(a['skipped']), a['method']) == ('trash', 5, 1, 'logistic') and a['created'][:2] == '20'
+    assert meta['method']['name'] == 'logistic' and meta['method']['stats'] == 'model'
     assert meta['bins'] == {'trash': 'landfill'} and meta['tips'] == {'trash': 'Bag it.'}
     assert oct(out.stat().st_mode & 0o777) == '0o644'
 
@@ -146,9 +150,11 @@ def test_any_fastai_learner_can_be_extended(tmp_path):
     dls = ImageDataLoaders.from_folder(d, valid_pct=.25, item_tfms=Resize(64), bs=8, num_workers=0)
     learn = vision_learner(dls, efficientnet_lite0, pretrained=True)
     pkl = export_learner(learn, tmp_path/'fastai.pkl')
-    out = extend(pkl, 'trash', trash(), tmp_path/'fastai.extended')
+    said = []
+    out = extend(pkl, 'trash', trash(), tmp_path/'fastai.extended', warn=said.append)
     p = load_predictor(out)
     assert p.classes == ['glass', 'paper', 'trash']
+    assert any('new classes are imprinted' in s for s in said) and p.meta['method']['name'] == 'imprint'  # no statistics: the fallback
     ims = [open_image(f) for f in trash('valid', 4)]
     recs = p.predict(ims)
     assert all(set(r['probs']) == {'glass', 'paper', 'trash'} for r in recs)
@@ -158,3 +164,23 @@ def test_any_fastai_learner_can_be_extended(tmp_path):
     o = OnnxPredictor(export_onnx(p.learn, tmp_path/'fastai.onnx'))
     assert o.classes == ['glass', 'paper', 'trash']
     assert np.abs(o.predict_probs(ims) - p.predict_probs(ims)).max() < 1e-3
+
+def test_statistics_come_from_the_feature_cache_for_models_without_them(base_pkl, tmp_path):
+    "A model exported without feature statistics: its training photos' cached features (found by hash) give them"
+    from recycle_classifier.embed import FeatureCache
+    from recycle_classifier.fileio import file_sha256
+    from recycle_classifier.learner import load_learner
+    from recycle_classifier.fewshot import stats_from_cache
+    from recycle_classifier.protomodel import head_site, read_feature_stats
+    learn = load_learner(base_pkl)
+    cache = FeatureCache(base_pkl.parents[1]/'cache')
+    _, head, _ = head_site(learn.model, 5)
+    assert stats_from_cache(learn, head, cache) is None                      # no training hashes recorded
+    files = [p.path for p in walk_dataset(base_pkl.parents[1]/'data').in_split('train')]
+    learn.recycle_meta = dict(learn.recycle_meta, train_sha256=sorted(file_sha256(f) for f in files))
+    del learn.recycle_meta['feature_stats']
+    got = stats_from_cache(learn, head, cache)
+    assert got['classes'] == BASE and sum(got['count']) == len(files)
+    m, s = read_feature_stats(got)
+    m0, _ = read_feature_stats(load_learner(base_pkl).recycle_meta['feature_stats'])
+    assert torch.allclose(m, m0, atol=0.35)      # labelled by the head, not by folder: nearly the same means

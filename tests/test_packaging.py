@@ -65,9 +65,14 @@ def test_help_needs_no_torch(venv, tmp_path):
 
 
 def test_demo_and_app_from_the_wheel(venv, tmp_path):
+    "The README's main job, from the installed wheel: train on the bundled sample, export, reload, show photos"
     r = run_outside(venv, 'demo', cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert (tmp_path/'models'/'demo.pkl').exists()
+    assert 'validation accuracy:' in r.stdout and 'reloading' in r.stdout
+    marks = [l for l in r.stdout.splitlines() if l[:1] and l[:1] in '✓✗']
+    assert len(marks) >= 6 and all('->' in l for l in marks)
+    assert '\r' not in r.stdout and '█' not in r.stdout      # a clean log when the output is not a terminal
+    for suffix in ('.pkl', '.json', '.onnx'): assert (tmp_path/'models'/'demo').with_suffix(suffix).exists(), suffix
     port = 18000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
     # the dependencies' data files (Voila's page templates) live beside the borrowed dependencies, not in this venv

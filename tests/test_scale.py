@@ -1,6 +1,7 @@
-"""Ray batch prediction on a local Ray (127.0.0.1 only, no dashboard, 2 CPUs) and two-process training with gloo:
-records equal plain prediction's, a killed job resumes without classifying finished photos again, the
-distributed export is a normal one."""
+"""Ray batch prediction and embedding on a local Ray (127.0.0.1 only, no dashboard, 2 CPUs), two-process training
+with gloo, and `train --device`: records equal plain prediction's, a killed job resumes without classifying finished
+photos again, the cache Ray fills holds exactly the plain features and train finds them all there, the distributed
+export is a normal one, and a GPU that is not there is one clear line."""
 import json, os, shutil, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
@@ -8,7 +9,7 @@ from recycle_classifier.core import SAMPLE_DIR
 from recycle_classifier.fileio import read_jsonl
 from recycle_classifier.layout import image_files
 from recycle_classifier.predictor import load_predictor
-from recycle_classifier.scale import predict_ray, read_records
+from recycle_classifier.scale import embed_ray, predict_ray, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def tiny_model(path):
 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
-    "The sample's validation photos, then an empty file, an HTML page named .jpg and a truncated JPEG; the model"
+    "The sample's validation photos, then an empty file, an HTML page named .jpg and a truncated JPEG; the model as ONNX and .pkl"
     d = tmp_path_factory.mktemp('scale')
     bad = d/'bad'; bad.mkdir()
     (bad/'empty.jpg').write_bytes(b'')
@@ -36,7 +37,9 @@ def photos(tmp_path_factory):
     listing = d/'photos.txt'
     listing.write_text(f'# the sample, then the bad files\n{SAMPLE_DIR/"valid"}\n\n{bad}\n')
     files = good + sorted(bad.iterdir())
-    return dict(dir=d, listing=listing, files=files, model=tiny_model(d/'tiny.pkl'))
+    from recycle_classifier.onnx_export import export_onnx
+    pkl = tiny_model(d/'tiny.pkl')
+    return dict(dir=d, listing=listing, files=files, model=export_onnx(pkl), pkl=pkl)   # ONNX: what actors are meant to run
 
 
 def plain(model, files):
@@ -61,8 +64,8 @@ KILLER = textwrap.dedent('''
 ''')
 
 
-def test_killed_job_resumes(photos, tmp_path):
-    "SIGKILL part-way (a cut line on disk): the re-run classifies only the rest; Ray's processes died with the job"
+def test_killed_job_resumes(photos, local_ray, tmp_path):
+    "SIGKILL part-way (a cut line on disk): the re-run (on the running Ray) classifies only the rest; the killed job's Ray died with it"
     import psutil
     out, pids = tmp_path/'preds.jsonl', tmp_path/'pids'
     r = subprocess.run([sys.executable, '-c', KILLER, photos['model'], photos['listing'], out, pids],
@@ -101,18 +104,49 @@ def local_ray():
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize('suffix', ['.jsonl', '.parquet'])
-def test_records_equal_plain_predict(photos, local_ray, tmp_path, suffix):
-    "Folders and bad files through two actors: the same records, in the same order, as plain prediction"
+@pytest.mark.parametrize('suffix,model', [('.jsonl', 'pkl'), ('.parquet', 'model')])
+def test_records_equal_plain_predict(photos, local_ray, tmp_path, suffix, model):
+    "Folders and bad files through two actors (a fastai or an ONNX model): the same records, in the same order, as plain prediction"
     out = tmp_path/f'preds{suffix}'
-    res = predict_ray(photos['model'], [SAMPLE_DIR/'valid', photos['dir']/'bad'], out, actors=2, batch_size=8,
+    res = predict_ray(photos[model], [SAMPLE_DIR/'valid', photos['dir']/'bad'], out, actors=2, batch_size=8,
                       progress=False)
     assert res['classified'] == len(photos['files']) and res['errors'] == 3
     recs = read_records(out)
-    assert recs == plain(photos['model'], photos['files'])
+    assert recs == plain(photos[model], photos['files'])
     assert [r['error'] for r in recs[-3:-1]] == ['not an image (unrecognised or empty file)'] * 2
     assert recs[-1]['error'].startswith('corrupt or truncated image')
     assert local_ray.is_initialized()     # a Ray it did not start is left running
+
+
+def test_embed_ray_fills_the_cache_train_reads(photos, local_ray, tmp_path):
+    "Two actors fill the feature cache: exactly the features the plain cache path computes, and `train` embeds nothing"
+    import numpy as np
+    from recycle_classifier.embed import VIEWS, FeatureCache, get_embedder
+    from recycle_classifier.train import train
+    spec, cache = 'mobilenet_v2@64', tmp_path/'cache'
+    r = embed_ray([SAMPLE_DIR, photos['dir']/'bad'], bodies=spec, cache_dir=cache, actors=2, batch_size=16, progress=False)
+    files = image_files(SAMPLE_DIR)
+    assert (r['photos'], r['embedded'], r['cached'], len(r['errors'])) == (len(files) + 3, len(files), 0, 3), r
+    assert r['errors'][str(photos['dir']/'bad'/'empty.jpg')] == 'not an image (unrecognised or empty file)'
+    emb = get_embedder(spec)
+    from_ray = FeatureCache(cache)
+    got, ok, _ = from_ray.features(emb, files, VIEWS)
+    assert from_ray.stats == dict(hits=len(files), misses=0, rebuilt=0)     # read back, none computed here
+    want, want_ok, _ = FeatureCache(tmp_path/'plain').features(emb, files, VIEWS, bs=8)   # as train computes them
+    assert ok == want_ok and got.shape == (len(files), len(VIEWS), emb.dim) and np.array_equal(got, want)
+    _, m = train(SAMPLE_DIR, bodies=spec, epochs=1, cache_dir=cache, out=tmp_path/'m.pkl', verbose=False)
+    assert (m['cache_hits'], m['cache_misses']) == (len(files), 0)
+
+
+def test_train_device(tmp_path, capsys):
+    "`train --device cuda` where torch sees no GPU: exit 2 and one line saying so, before any work"
+    import torch
+    from recycle_classifier.cli import main
+    if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
+    assert main(['train', str(SAMPLE_DIR), '--device', 'cuda', '--out', str(tmp_path/'m.pkl')]) == 2
+    said = capsys.readouterr()
+    assert said.err.startswith('error: --device cuda: no CUDA GPU is visible') and len(said.err.splitlines()) == 1, said.err
+    assert said.out == '' and not (tmp_path/'m.pkl').exists()     # said before the dataset was read
 
 
 def test_missing_ray_says_how_to_install(photos, tmp_path):

