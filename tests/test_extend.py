@@ -18,6 +18,12 @@ def cli(*args, cwd=ROOT):
                        cwd=cwd, timeout=600)
     return r.returncode, r.stdout, r.stderr
 
+def cli_here(*args):
+    "The command line in this process, for error paths (a fresh process each would only add start-up time)"
+    from conftest import run_cli
+    r = run_cli(*args)
+    return r.returncode, r.stdout, r.stderr
+
 @pytest.fixture(scope='module')
 def base_pkl(tmp_path_factory):
     "A model of the default kind (frozen features, standardisation, MLP head) trained on 5 sample classes, exported"
@@ -95,18 +101,18 @@ def test_predict_and_load_predictor_accept_the_extended_model(extended, base_pkl
 
 def test_bad_input_writes_nothing(extended, base_pkl, tmp_path):
     out = tmp_path/'x.extended'
-    rc, _, err = cli('extend', base_pkl, 'pods', *trash(), '--bin', 'compost', '--out', out)
+    rc, _, err = cli_here('extend', base_pkl, 'pods', *trash(), '--bin', 'compost', '--out', out)
     assert rc == 2 and "unknown bin 'compost'; the bins of default.yaml are: recycling, landfill" in err
-    rc, _, err = cli('extend', extended[0], 'trash', *trash(n=2), '--out', out)
+    rc, _, err = cli_here('extend', extended[0], 'trash', *trash(n=2), '--out', out)
     assert rc == 2 and 'use --replace' in err
-    rc, _, err = cli('extend', base_pkl, 'glass', *trash(n=2), '--out', out)
+    rc, _, err = cli_here('extend', base_pkl, 'glass', *trash(n=2), '--out', out)
     assert rc == 2 and 'trained on' in err
     bad = tmp_path/'notes.jpg'; bad.write_text('not a photo')
-    rc, _, err = cli('extend', base_pkl, 'pods', bad, '--out', out)
+    rc, _, err = cli_here('extend', base_pkl, 'pods', bad, '--out', out)
     assert rc == 2 and "0 readable photo(s), fewer than the 1 needed (1 unreadable)" in err
-    rc, _, err = cli('extend', base_pkl, 'pods', *trash(n=2), '--min-photos', '3', '--out', out)
+    rc, _, err = cli_here('extend', base_pkl, 'pods', *trash(n=2), '--min-photos', '3', '--out', out)
     assert rc == 2 and 'fewer than the 3 needed' in err
-    rc, _, err = cli('extend', SAMPLE_DIR/'train'/'glass', 'pods', *trash(n=2), '--out', out)
+    rc, _, err = cli_here('extend', SAMPLE_DIR/'train'/'glass', 'pods', *trash(n=2), '--out', out)
     assert rc == 2 and 'extend an exported learner (.pkl) or an extended model (.extended)' in err
     assert not out.exists() and not list(tmp_path.glob('.x.extended*'))
 
