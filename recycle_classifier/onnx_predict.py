@@ -152,16 +152,16 @@ class OrtEngine:
         self.path, self.ort, self._worker, self._lock = str(path), ort, None, threading.Lock()
         self.session = ort.InferenceSession(self.path, session_options(threads), providers=['CPUExecutionProvider'])
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input, self.input_name, self.input_shape, self.output_shape = inp.name, inp.name, inp.shape, out.shape
+        self.input_name, self.input_shape, self.output_shape = inp.name, inp.shape, out.shape
 
-    def run(self, x: np.ndarray) -> np.ndarray: return self.session.run(None, {self.input: x})[0]
+    def run(self, x: np.ndarray) -> np.ndarray: return self.session.run(None, {self.input_name: x})[0]
 
     def run_worker(self, x: np.ndarray) -> np.ndarray:
         "Thread-safe: a second, single-threaded session, so several photos run at once without oversubscribing"
         with self._lock:
             if self._worker is None:
                 self._worker = self.ort.InferenceSession(self.path, session_options(1), providers=['CPUExecutionProvider'])
-        return self._worker.run(None, {self.input: x})[0]
+        return self._worker.run(None, {self.input_name: x})[0]
 
 # %% ../nbs/00i_onnx.ipynb #69d850a3
 class OpenVinoEngine:
@@ -175,7 +175,7 @@ class OpenVinoEngine:
         self.compiled = self._compile('LATENCY', self.threads)
         self._workers, self._local, self._lock = None, threading.local(), threading.Lock()
         dims = lambda ps: [d.get_length() if d.is_static else None for d in ps]
-        self.input, self.input_name, self.input_shape = 0, self.model.inputs[0].get_any_name(), dims(self.model.inputs[0].get_partial_shape())
+        self.input_name, self.input_shape = self.model.inputs[0].get_any_name(), dims(self.model.inputs[0].get_partial_shape())
         self.output_shape = dims(self.model.outputs[0].get_partial_shape())
 
     def _compile(self, mode: str, threads: int):
