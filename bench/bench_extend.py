@@ -1,7 +1,7 @@
 """Leave-one-class-out benchmark of extending a trained model with a new class from K photos (issue #15).
 
 For each of TrashNet's 6 classes: a base head of the default recipe (`train.fit_head`, its default settings, on
-standardised cached features of the default bodies, both views) is trained on the other 5 classes (train split);
+standardised square roots of the cached features of the default bodies, both views) is trained on the other 5 classes (train split);
 the held-out class is added from K = 1, 5, 10, 20 of its train photos (20 random draws each); everything is
 scored on the valid split: novel-class recall, base-class accuracy (and its drop against the 5-class model),
 overall accuracy on all 6 classes, and the false-novel rate (base photos called the new class). Methods: the
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recycle_classifier.embed import FeatureCache, get_embedder  # noqa: E402
+from recycle_classifier.embed import FeatureCache, get_embedder, power_features  # noqa: E402
 from recycle_classifier.layout import walk_dataset  # noqa: E402
 from recycle_classifier.train import fit_head, FEATURE_DEFAULTS  # noqa: E402
 from recycle_classifier.protomodel import feature_stats, read_feature_stats  # noqa: E402
@@ -50,6 +50,7 @@ def trashnet_features(spec: str = SPEC):
     t = time.perf_counter()
     from fastprogress.fastprogress import progress_bar
     feats, ok, errors = FeatureCache().features(emb, [p.path for p in photos], VIEWS, progress=progress_bar)
+    feats = power_features(feats, FEATURE_DEFAULTS['power'])   # as the default recipe takes them
     log(f'features of {len(ok)} photos ({emb.key}) in {time.perf_counter() - t:.0f} s; {len(errors)} unreadable')
     keep = {Path(p) for p in ok}
     photos = [p for p in photos if Path(p.path) in keep]
@@ -156,7 +157,7 @@ def timing(repeats=5):
     tr = split == 'train'
     head, mean, std = base_head(feats, y, tr, list(range(6)))
     emb = get_embedder(SPEC)
-    learn = feature_learner(emb, head, mean.numpy(), std.numpy(), train_files, valid_files, classes, VIEWS)
+    learn = feature_learner(emb, head, mean.numpy(), std.numpy(), train_files, valid_files, classes, VIEWS, FEATURE_DEFAULTS['power'])
     x = (torch.from_numpy(feats[tr]) - mean) / std
     learn.recycle_meta = dict(embedder=emb.meta, views=list(VIEWS), feature_stats=feature_stats(x, y[tr], classes))
     tmp = Path(tempfile.mkdtemp())
@@ -293,7 +294,7 @@ def merge(parts, ks):
 
 NOTES = """
 Leave-one-class-out on TrashNet (Thung & Yang 2016, MIT license): for each of the 6 classes, a base head is trained on
-the other 5 (train split) by the default recipe ({head}), on standardised cached features of {spec}, both views; the
+the other 5 (train split) by the default recipe ({head}), on standardised square roots of the cached features of {spec}, both views; the
 held-out class is added from K of its train photos ({draws} random draws per K and class; the re-train reference
 {retrain_draws} draw(s), at the K values it has rows for); scores on the valid split (328 photos), mean over the 6 held-out classes. overall: accuracy on all
 valid photos of the 6 classes; novel recall: held-out photos called the new class; base accuracy: the 5 base classes'

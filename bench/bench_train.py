@@ -2,7 +2,7 @@
 
 Parts (each in its own process so peak memory is its own; run each under the CPU lock, each well under 8 min):
   ours     the default recipe: cold run (empty feature cache, a fresh process, wall time and peak memory), then seeds
-           1 and 2 from the warm cache (mean of 3 seeds with spread), 5-fold CV on train, and a re-train after
+           1 and 2 from the warm cache (mean of 3 seeds with spread), 5-fold CV on train (two splits), and a re-train after
            relabelling 5% of the training photos (a fresh process, warm cache)
   embed    embedding speed per engine (ONNX Runtime fp32, torch bfloat16 where the CPU has it, torch fp32)
   sixflag  the previous laptop recipe (--recipe finetune --arch efficientnet_lite0 --size 320 --epochs 0
@@ -13,8 +13,9 @@ Appends JSON lines to bench/results/train.jsonl and rewrites bench/results/train
 Data: TrashNet (Thung & Yang 2016, https://github.com/garythung/trashnet, MIT license).
 
     flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_train.py      # all four parts in one run (~35 min); or --part ours
+    .venv/bin/python bench/bench_train.py --lock /tmp/rc-cpu.lock    # the same, the lock held per part (a shared machine)
 """
-import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,20 +59,23 @@ def run(args):
     return json.loads(line[0][7:]), round(time.time() - t, 1)
 
 
-def cv_on_train(data, cache, folds=5, seed=0):
-    "5-fold cross-validated accuracy of the default head on the training photos (features from the warm cache)"
+def cv_on_train(data, cache, folds=5, seeds=(0, 1)):
+    "Repeated 5-fold cross-validated accuracy of the default head on the training photos (one list per split seed; features from the warm cache)"
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
     from recycle_classifier.train import training_split, fit_head, head_probs, FEATURE_DEFAULTS as D
-    from recycle_classifier.embed import get_embedder, FeatureCache
+    from recycle_classifier.embed import get_embedder, FeatureCache, power_features
     from fastai.vision.all import parent_label
     root, classes, train, _ = training_split(data)
     f, ok, _ = FeatureCache(cache).features(get_embedder(D['bodies']), train, D['views'])
+    f = power_features(f, D['power'])
     y = np.array([classes.index(parent_label(p)) for p in ok])
-    accs = []
-    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(f, y):
-        h, m, s = fit_head(f[tr], y[tr], len(classes), seed=seed, **{k: D[k] for k in ('hidden', 'in_drop', 'drop', 'epochs', 'bs', 'lr', 'wd', 'label_smoothing')})
-        accs.append(float((head_probs(h, m, s, f[te]).argmax(1) == y[te]).mean()))
+    hp = {k: D[k] for k in ('hidden', 'in_drop', 'drop', 'epochs', 'bs', 'lr', 'wd', 'label_smoothing')}
+    accs = [[] for _ in seeds]
+    for acc, seed in zip(accs, seeds):
+        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(f, y):
+            h, m, s = fit_head(f[tr], y[tr], len(classes), seed=seed, **hp)
+            acc.append(float((head_probs(h, m, s, f[te]).argmax(1) == y[te]).mean()))
     return accs
 
 
@@ -99,7 +103,7 @@ def part_ours(data):
     warm, warm_wall = run(['--child', 'train', '--data', tmp/'relabelled', '--out', tmp/'r.pkl', '--cache', cache, '--seed', 42])
     shutil.rmtree(tmp)
     return dict(part='ours', valid_accuracy_seeds=accs, valid_loss_seeds=losses, valid_mean=statistics.mean(accs), valid_sd=statistics.stdev(accs),
-                cv5_train=cv, cv5_mean=statistics.mean(cv), cold_wall_s=cold_wall, cold_embed_s=cold['embed_seconds'],
+                cv5_train=cv, cv5_repeats=[statistics.mean(c) for c in cv], cv5_mean=statistics.mean(sum(cv, [])), cold_wall_s=cold_wall, cold_embed_s=cold['embed_seconds'],
                 cold_head_s=cold['train_seconds'], peak_rss_mb=max(r['peak_rss_mb'] for r in seeds + [warm]),
                 relabelled=n, warm_relabel_wall_s=warm_wall, warm_cache_misses=warm['cache_misses'])
 
@@ -148,7 +152,7 @@ def table(rows):
         o = last['ours']
         L.append(f"| default `train` (features) | {o['valid_mean']:.1%} ± {o['valid_sd']:.1%} (seeds: " +
                  ', '.join(f'{a:.1%}' for a in o['valid_accuracy_seeds']) +
-                 (f"; valid loss {', '.join(map(str, o['valid_loss_seeds']))}" if 'valid_loss_seeds' in o else '') + f") | {o['cv5_mean']:.1%} | {o['cold_wall_s']:.0f} s "
+                 (f"; valid loss {', '.join(map(str, o['valid_loss_seeds']))}" if 'valid_loss_seeds' in o else '') + f") | {o['cv5_mean']:.1%}" + (f" (two 5-fold splits: {', '.join(f'{c:.1%}' for c in o['cv5_repeats'])})" if 'cv5_repeats' in o else '') + f" | {o['cold_wall_s']:.0f} s "
                  f"(embedding {o['cold_embed_s']:.0f} s) | {o['warm_relabel_wall_s']:.0f} s | {o['peak_rss_mb']} MB |")
     for k, name in (('sixflag', 'previous laptop recipe (six flags)'), ('fastai', "fastai book ch. 2 (mobilenet_v2)")):
         if k in last:
@@ -165,6 +169,17 @@ def table(rows):
     return '\n'.join(L) + '\n'
 
 
+@contextlib.contextmanager
+def part_lock(path):
+    "Hold the exclusive flock on `path` (when given) for the duration"
+    if not path: yield; return
+    import fcntl
+    with open(path, 'a') as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--data', default=str(ROOT.parent/'shared'/'datasets'/'trashnet'))
@@ -173,6 +188,7 @@ def main():
     ap.add_argument('--out', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--cache', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--seed', type=int, default=42, help=argparse.SUPPRESS)
+    ap.add_argument('--lock', default=None, help='hold this lock file (flock) around each part, not the whole run, so a shared machine can run other work between parts')
     a = ap.parse_args()
     run_id = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')
     if a.child == 'train': return child_train(a.data, a.out, a.cache, a.seed, {})
@@ -182,8 +198,9 @@ def main():
     parts = dict(ours=part_ours, embed=part_embed, sixflag=part_sixflag, fastai=part_fastai)
     for name in a.part.split(','):
         print(f'== {name}', flush=True)
-        row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), run=run_id, cpus=os.cpu_count(),
-                   load_avg_1m=round(os.getloadavg()[0], 2), **parts[name](a.data))
+        with part_lock(a.lock):
+            row = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), run=run_id, cpus=os.cpu_count(),
+                       load_avg_1m=round(os.getloadavg()[0], 2), **parts[name](a.data))
         print(json.dumps(row), flush=True)
         with open(RESULTS/'train.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
     rows = [json.loads(l) for l in (RESULTS/'train.jsonl').read_text().splitlines() if l.strip()]

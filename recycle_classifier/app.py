@@ -17,18 +17,19 @@ from .images import open_image
 from .predictor import FORMATS, load_predictor   # no torch: formats import theirs when opened
 
 # %% auto #0
-__all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB', 'MAX_RULES_BYTES',
-           'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'Bin', 'Guidelines', 'parse_guidelines', 'load_guidelines',
-           'list_guidelines', 'find_models', 'fast_twin', 'heatmap_source', 'newest', 'Prediction', 'with_model_bins',
-           'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge', 'result_card', 'error_card', 'RecycleApp',
-           'summary', 'app_from_env', 'check_port', 'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app',
-           'add_command']
+__all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB',
+           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'Bin', 'Guidelines', 'parse_guidelines',
+           'load_guidelines', 'list_guidelines', 'find_models', 'fast_twin', 'heatmap_source', 'newest', 'Prediction',
+           'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge', 'result_card', 'error_card',
+           'RecycleApp', 'summary', 'app_from_env', 'check_port', 'voila_home', 'voila_command', 'app_env', 'serve',
+           'cmd_app', 'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
 DEFAULT_GUIDELINES = GUIDELINES_DIR/'default.yaml'
 MODELS_DIR = Path('models')
 FAST_FIRST = ('.onnx',)     # of two exports of one model (MODEL.onnx, MODEL.pkl), the one that classifies
 POOL_SIZE = 4               # visitors' kernels Voilà keeps started and ready
+FILL_DELAY = 10.            # s before Voilà refills its pool: visitors' pages get the CPU before new kernels start
 DEFAULT_THRESHOLD = 0.6     # below this probability the app says it is not sure
 MAX_UPLOAD_MB = 20.         # per photo; phone photos are 2-12 MB
 MAX_RULES_BYTES = 256_000   # an uploaded rules file is a few hundred bytes
@@ -609,7 +610,7 @@ def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
 def voila_command(home, host: str = '127.0.0.1', port: int = 8866, open_browser: bool = False,
                   pool_size: int = POOL_SIZE) -> list[str]:
     "The Voilà command line that serves the app notebook with the settings in `home` (see `voila_home`)"
-    pool = [f'--preheat_kernel=True', f'--pool_size={pool_size}'] if pool_size > 0 else []
+    pool = ['--preheat_kernel=True', f'--pool_size={pool_size}', f'--VoilaKernelManager.fill_delay={FILL_DELAY:g}'] if pool_size > 0 else []
     return [sys.executable, '-m', 'voila', str(APP_NOTEBOOK), f'--port={port}', f'--Voila.ip={host}',
             '--Voila.port_retries=0', '--strip_sources=True', '--show_tracebacks=False', *pool,
             f'--Voila.config_file_paths={home}'] + ([] if open_browser else ['--no-browser'])

@@ -18,11 +18,11 @@ from .images import open_images
 from .backbones import ARCHS, LITE_STATS, efficientnet_lite_body, imagenet_model, arch_stats
 
 # %% auto #0
-__all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'CACHE_ENV', 'DEFAULT_CACHE_BYTES', 'backbone_names',
-           'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize', 'resize_tfm', 'load_batch',
-           'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine', 'pick_engine', 'Embedder',
-           'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_cache_dir', 'FeatureCache', 'FeatureClassifier',
-           'standardise', 'feature_model']
+__all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'CACHE_ENV', 'DEFAULT_CACHE_BYTES', 'POWER_EPS',
+           'backbone_names', 'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize', 'resize_tfm',
+           'load_batch', 'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine', 'pick_engine',
+           'Embedder', 'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_cache_dir', 'FeatureCache',
+           'FeatureClassifier', 'standardise', 'power_features', 'feature_model']
 
 # %% ../nbs/00e_embed.ipynb #c413673d
 LITE_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
@@ -367,11 +367,13 @@ def _touch(self, embedder, paths, views=('orig',)):
 FeatureCache.prune, FeatureCache.touch = _prune, _touch
 
 # %% ../nbs/00e_embed.ipynb #f547523b
+POWER_EPS = 1e-6   # features are clamped here before a power below 1: finite gradients (Grad-CAM) at 0
+
 class FeatureClassifier(nn.Module):
     "Frozen bodies, views, standardisation and a head: the model of a learner trained on cached features"
-    def __init__(self, bodies: list, head: nn.Module, mean, std, views=VIEWS):
+    def __init__(self, bodies: list, head: nn.Module, mean, std, views=VIEWS, power: float = 1.):
         super().__init__()
-        self.bodies, self.head, self.views = nn.ModuleList(bodies), head, tuple(views)
+        self.bodies, self.head, self.views, self.power = nn.ModuleList(bodies), head, tuple(views), float(power)
         self.register_buffer('feat_mean', torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         self.register_buffer('feat_std', torch.as_tensor(np.asarray(std), dtype=torch.float32))
 
@@ -383,11 +385,17 @@ class FeatureClassifier(nn.Module):
         for b in self.bodies: b.train(mode)
         return self
 
+    def standardised(self, f: torch.Tensor) -> torch.Tensor:
+        "The bodies' features `(..., dim)` as the head takes them: raised to `power` (see `power_features`), standardised"
+        power = getattr(self, 'power', 1.)   # exports from before `power` existed have none
+        if power != 1: f = f.clamp(min=POWER_EPS) ** power
+        return (f - self.feat_mean) / self.feat_std
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         "Standardised features `(len(views), n, dim)` of a `[0, 1]` batch"
         xs = torch.cat([view_of(x, v) for v in self.views])
         f = torch.cat([b(xs) for b in self.bodies], dim=1)
-        return ((f - self.feat_mean) / self.feat_std).view(len(self.views), -1, f.shape[-1])  # batch axis left free for ONNX
+        return self.standardised(f).view(len(self.views), -1, f.shape[-1])  # batch axis left free for ONNX
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).mean(0)
@@ -398,8 +406,12 @@ def standardise(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = feats.reshape(-1, feats.shape[-1])
     return flat.mean(0), np.maximum(flat.std(0), 1e-6)
 
-def feature_model(embedder, head: nn.Module, mean, std, views=VIEWS) -> FeatureClassifier:
+def power_features(feats: np.ndarray, power: float = 1.) -> np.ndarray:
+    "Features raised to `power`, as `FeatureClassifier` does before standardising (0.5 evens out their heavy tails)"
+    return feats if power == 1 else np.clip(feats, POWER_EPS, None) ** np.float32(power)
+
+def feature_model(embedder, head: nn.Module, mean, std, views=VIEWS, power: float = 1.) -> FeatureClassifier:
     "The exportable model for a head trained on `embedder`'s standardised features"
     bodies = [FrozenBody(p.net.body, p.arch, p.size, (p.net.mean.flatten().tolist(), p.net.std.flatten().tolist()))
               for p in embedder.parts]
-    return FeatureClassifier(bodies, head, mean, std, views).eval()
+    return FeatureClassifier(bodies, head, mean, std, views, power).eval()

@@ -24,19 +24,19 @@ from .learner import SafePILImage, export_learner, training_record
 from .metrics import confusion_text, confusion_matrix
 from .backbones import resolve_arch, arch_stats
 from .protomodel import feature_stats
-from .embed import (get_embedder, FeatureCache, standardise, feature_model, resize_tfm, VIEWS)
+from .embed import (get_embedder, FeatureCache, standardise, power_features, feature_model, resize_tfm, VIEWS)
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments',
-           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'make_head', 'fit_head', 'head_probs',
-           'metrics_from_probs', 'photo_dls', 'feature_learner', 'bodies_spec', 'train_features', 'FastCPUBatches',
-           'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta', 'validation_metrics',
-           'train_finetune', 'train', 'add_command', 'cmd_train']
+           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'make_head', 'dropout_mask', 'training_forward',
+           'fit_head', 'head_probs', 'metrics_from_probs', 'photo_dls', 'feature_learner', 'bodies_spec',
+           'train_features', 'FastCPUBatches', 'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta',
+           'validation_metrics', 'train_finetune', 'train', 'add_command', 'cmd_train']
 
 # %% ../nbs/03_train.ipynb #9aa91f3f
 RECIPES = ('features', 'finetune')
 DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'
-FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, hidden=512, in_drop=0.5, drop=0.5,
+FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, power=0.5, hidden=512, in_drop=0.5, drop=0.5,
                         epochs=40, bs=128, lr=2e-3, wd=0.05, label_smoothing=0.1, seed=42, valid_pct=0.2)
 FINETUNE_DEFAULTS = dict(epochs=4, size=224, bs=32, lr=2e-3, freeze_epochs=1, seed=42, valid_pct=0.2)
 
@@ -125,6 +125,18 @@ def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.5,
     if hidden <= 0: return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, n_classes))
     return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(drop), nn.Linear(hidden, n_classes))
 
+def dropout_mask(shape, p: float, rng: np.random.Generator) -> torch.Tensor:
+    "A dropout mask (kept units scaled by 1/(1-p)) drawn from numpy: 3x faster than torch's CPU `bernoulli_` here"
+    u = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), np.uint16).reshape(shape)
+    return torch.from_numpy((u >= round(p * 65536)).astype(np.float32) / (1 - p))
+
+def training_forward(head: nn.Sequential, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    "The head's forward pass in training, its dropout masks from `rng` on the CPU (torch's own elsewhere)"
+    for layer in head:
+        fast = isinstance(layer, nn.Dropout) and x.device.type == 'cpu' and 0 < layer.p < 1
+        x = x * dropout_mask(x.shape, layer.p, rng) if fast else layer(x)
+    return x
+
 def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5,
              epochs: int = 40, bs: int = 128, lr: float = 2e-3, wd: float = 0.05, label_smoothing: float = 0.1,
              seed: int = 42, device: str = 'cpu') -> tuple[nn.Module, np.ndarray, np.ndarray]:
@@ -139,11 +151,12 @@ def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: f
     steps = (len(x) + bs - 1) // bs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
     head.train()
+    rng = np.random.default_rng(seed)
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for i in range(steps):
             idx = perm[i*bs:(i+1)*bs]
-            loss = F.cross_entropy(head(x[idx]), t[idx], label_smoothing=label_smoothing)
+            loss = F.cross_entropy(training_forward(head, x[idx], rng), t[idx], label_smoothing=label_smoothing)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     return head.eval().cpu(), mean.astype(np.float32), std.astype(np.float32)
 
@@ -171,10 +184,10 @@ def photo_dls(train, valid, classes, size: int, resize: str = 'squish', bs: int 
                       splitter=IndexSplitter(range(len(train), len(items))), item_tfms=resize_tfm(size, resize))
     return block.dataloaders(items, bs=bs, num_workers=0)
 
-def feature_learner(embedder, head, mean, std, train, valid, classes, views=VIEWS) -> Learner:
+def feature_learner(embedder, head, mean, std, train, valid, classes, views=VIEWS, power: float = 1.) -> Learner:
     "A plain fastai `Learner` whose model runs the bodies, the views and the trained head on photos"
     dls = photo_dls(train, valid, classes, embedder.base, embedder.resize)
-    return Learner(dls, feature_model(embedder, head, mean, std, views), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    return Learner(dls, feature_model(embedder, head, mean, std, views, power), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
 
 # %% ../nbs/03_train.ipynb #ee613976
 def bodies_spec(arch, size, bodies) -> str:
@@ -202,6 +215,7 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     if errors: say(f'skipped {len(errors)} unreadable photo(s), left in place:\n' + '\n'.join(f'  {p}: {why}' for p, why in errors))
     t1 = time.time()
     say(f'features of {len(ok)} photos in {t1 - t0:.1f} s ({cache.stats["hits"]} from the cache, {cache.stats["misses"]} embedded)')
+    feats = power_features(feats, d['power'])
     valid_set = set(valid)
     is_valid = np.array([p in valid_set for p in ok], dtype=bool)
     y = np.array([classes.index(parent_label(p)) for p in ok])
@@ -212,8 +226,8 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     train_ok, valid_ok = [p for p, v in zip(ok, is_valid) if not v], [p for p, v in zip(ok, is_valid) if v]
     try: stats = dict(feature_stats=feature_stats((feats[~is_valid] - mean) / std, y[~is_valid], classes))
     except UserError: stats = {}  # a class without training photos: `extend` then reads the cache or imprints
-    learn = feature_learner(emb, head, mean, std, train_ok, valid_ok, classes, d['views'])
-    learn.recycle_meta = dict(recipe='features', embedder=emb.meta, bodies=emb.key, views=list(d['views']),
+    learn = feature_learner(emb, head, mean, std, train_ok, valid_ok, classes, d['views'], d['power'])
+    learn.recycle_meta = dict(recipe='features', embedder=emb.meta, bodies=emb.key, views=list(d['views']), power=d['power'],
                               image_size=emb.base, resize=emb.resize, classes=classes, head=hp, seed=seed,
                               n_train=len(train_ok), n_valid=len(valid_ok), skipped=[(str(p), w) for p, w in errors],
                               **stats, **_versions(), **training_record(root, train_ok, valid_ok))
