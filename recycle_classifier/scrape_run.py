@@ -383,8 +383,9 @@ def _done(self: _Run, t: _Task, got: Fetched, photo: Photo | None, why: Rejected
     self.busy -= 1; self.host_busy[t.host] -= 1; t.owner.in_flight -= 1
     self.by_url.pop(t.url, None)
     for run, q in t.claims:
+        if got.reason == 'interrupted': continue   # stopped by the deadline or Ctrl-C: it stays counted as not tried
         run.open -= 1
-        if run.done or got.reason == 'interrupted': continue
+        if run.done: continue
         cr = run.report
         cr.tried += 1; cr.downloaded += got.status == 'ok'
         with _hold_ctrl_c():
