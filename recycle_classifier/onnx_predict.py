@@ -208,7 +208,7 @@ def default_runtime() -> str:
 class OnnxPredictor(Predictor):
     "An ONNX export: fastai's test-time pipeline in numpy and Pillow, the network in onnxruntime or OpenVINO (no torch)"
     kind = 'onnx'
-    def __init__(self, path, draft: bool = True, threads: int | None = None, bs: int = 8, runtime: str | None = None,
+    def __init__(self, path, draft: bool = True, threads: int | None = None, runtime: str | None = None,
                  precision: str = 'fp32'):
         path = Path(path)
         if not path.is_file(): raise UserError(f'{path}: no such model file')
@@ -219,7 +219,7 @@ class OnnxPredictor(Predictor):
         except ImportError: raise UserError(f'runtime {runtime} is not installed: pip install {runtime}') from None
         except Exception as e: raise UserError(f'{path.name}: not a readable ONNX model ({_one_line(e)})') from None
         meta = read_meta(path)
-        self.pre, self.bs, self.workers = meta['preprocess'], bs, threads or cores()
+        self.pre, self.workers = meta['preprocess'], threads or cores()
         self._check_shapes(meta, path.name)
         need = max(self.pre.get('final_size') or self.pre['size'])
         self.draft, self._pool = (need if draft else None), None
