@@ -6,7 +6,10 @@ RECYCLE_CLASSIFIER_RUNTIME), side by side in one run: starts `recycle-classifier
 port, its default pool of preheated kernels) with the model, waits until the pool is full and the machine idle,
 then drives Debian's headless Chromium (/usr/bin/chromium) through Playwright:
   1. one visitor opens the page: seconds from navigation to the "Ready" status;
-  2. four more visitors open it at the same moment (separate browser contexts): seconds to "Ready" for each;
+  2. once the pool has refilled behind the first, four more visitors open it at the same moment (separate browser
+     contexts): seconds to "Ready" for each, and the CPU seconds the server and the browser used meanwhile; after the
+     uploads, --four-rounds groups in all, each once the pool has refilled: the figure is the median over groups of
+     each group's slowest visitor;
   3. server memory (voila + every kernel; RSS and PSS, which counts shared pages once) idle, with 1 visitor and
      with 5, each measured once the pool has refilled: per extra visitor = (with 5 - with 1) / 4;
   4. the first visitor uploads the same 384 px photo (a TrashNet sample photo, Thung & Yang 2017, MIT, scaled
@@ -57,8 +60,8 @@ def start_app(model: Path, port: int, log: Path) -> subprocess.Popen:
     import urllib.request
     for _ in range(300):
         if proc.poll() is not None: sys.exit(f'the app exited with {proc.returncode}:\n{log.read_text()[-2000:]}')
-        try:
-            with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=5): return proc
+        try:   # a static file: opening the page itself would take a preheated kernel and set off a refill mid-benchmark
+            with urllib.request.urlopen(f'http://127.0.0.1:{port}/voila/static/voila.js', timeout=5): return proc
         except OSError: time.sleep(1)
     proc.terminate()
     sys.exit('the app did not start within 5 minutes')
@@ -148,7 +151,7 @@ def upload_latencies(page, photo: Path, runs: int, warmup: int = 2) -> list[floa
     return times
 
 
-def measure(model: Path, runtime: str, photo: Path, runs: int, tmp: Path, screenshot: bool) -> dict:
+def measure(model: Path, runtime: str, photo: Path, runs: int, tmp: Path, screenshot: bool, four_rounds: int = 3) -> dict:
     "Every figure for one runtime: its own server, one browser"
     from playwright.sync_api import sync_playwright
     import recycle_classifier.app as app
@@ -159,20 +162,30 @@ def measure(model: Path, runtime: str, photo: Path, runs: int, tmp: Path, screen
     url = f'http://127.0.0.1:{port}/'
     r = {'runtime': runtime, 'pool_size': POOL_SIZE, 'fill_delay_s': getattr(app, 'FILL_DELAY', 1)}
     try:
-        r['mem_idle'] = settle(proc.pid, min(POOL_SIZE, 1))
+        r['mem_idle'] = settle(proc.pid, POOL_SIZE)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             r['chromium'] = browser.version
+            t_first = time.time()
             (one,), (first,) = visitors_ready(browser, url, 1)
             r['ready_one_s'] = one
-            r['mem_1'] = settle(proc.pid, 1)
+            r['mem_1'] = settle(proc.pid, POOL_SIZE + 1)   # the pool refilled (FILL_DELAY after the visitor took a kernel)
+            r['four_after_first_s'] = round(time.time() - t_first, 1)
             cpu0 = cpu_split(proc.pid)
             r['ready_four_s'], _ = visitors_ready(browser, url, 4)
             r['cpu_s_while_four_load'] = {k: round(v - cpu0[k], 1) for k, v in cpu_split(proc.pid).items()}
-            r['mem_5'] = settle(proc.pid, 5)
+            r['mem_5'] = settle(proc.pid, POOL_SIZE + 5)
             r['mb_per_visitor'] = {k: round((r['mem_5'][k] - r['mem_1'][k]) / 4) for k in ('rss_mb', 'pss_mb')}
             r['upload'] = stats(upload_latencies(first, photo, runs))
             if screenshot: showcase(first, runs + 3)
+            rounds, cpus = [r['ready_four_s']], [r['cpu_s_while_four_load']]
+            for k in range(1, four_rounds):   # more groups of four, each once the pool has refilled behind the last
+                settle(proc.pid, POOL_SIZE + 1 + 4 * k)
+                cpu0 = cpu_split(proc.pid)
+                rounds.append(visitors_ready(browser, url, 4)[0])
+                cpus.append({k2: round(v - cpu0[k2], 1) for k2, v in cpu_split(proc.pid).items()})
+            r['ready_four_rounds'], r['cpu_s_four_rounds'] = rounds, cpus
+            r['ready_four_slowest_median_s'] = statistics.median(max(x) for x in rounds)
             browser.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -212,6 +225,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--model', type=Path, default=ROOT/'models'/'demo.pkl', help='exported model, .pkl with its .onnx beside it (default %(default)s)')
     ap.add_argument('--runs', type=int, default=20, help='timed uploads (default %(default)s)')
+    ap.add_argument('--four-rounds', type=int, default=3, help='groups of four visitors, one after another; the slowest of each group, median over groups, is the figure (default %(default)s)')
     ap.add_argument('--runtimes', nargs='+', default=None, help='ONNX runtimes to compare (default: onnxruntime, and openvino where installed)')
     a = ap.parse_args()
     if not a.model.is_file(): sys.exit(f'{a.model}: no such model; run `make demo` (or pass --model)')
@@ -222,18 +236,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         photo = photo_384(PHOTO, Path(tmp)/'photo-384.jpg')
         for i, rt in enumerate(runtimes):
-            r = measure(a.model.resolve(), rt, photo, a.runs, Path(tmp), screenshot=i == len(runtimes) - 1)
+            r = measure(a.model.resolve(), rt, photo, a.runs, Path(tmp), screenshot=i == len(runtimes) - 1, four_rounds=a.four_rounds)
             r['kernel'] = kernel_imports(a.model.resolve(), rt)
             r['met'] = {'upload_ms': r['upload']['median_ms'] <= TARGETS['upload_ms'],
                         'ready_one_s': r['ready_one_s'] <= TARGETS['ready_one_s'],
-                        'ready_four_s': max(r['ready_four_s']) <= TARGETS['ready_four_s'],
+                        'ready_four_s': r['ready_four_slowest_median_s'] <= TARGETS['ready_four_s'],
                         'mb_per_visitor': r['mb_per_visitor']['rss_mb'] <= TARGETS['mb_per_visitor']}
             print(json.dumps(r), flush=True)
             rows.append(r)
     rec = {'time': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'bench': 'app',
            'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(), 'load_avg': load_before,
                        'load_avg_after': os.getloadavg()[0], 'chromium': rows[0].get('chromium')},
-           'setup': {'model': a.model.name, 'photo': PHOTO.name, 'runs': a.runs, 'warmup': 2, 'visitors': [1, 4]},
+           'setup': {'model': a.model.name, 'photo': PHOTO.name, 'runs': a.runs, 'warmup': 2, 'visitors': [1, 4], 'four_rounds': a.four_rounds},
            'targets': TARGETS, 'results': rows}
     RESULTS.parent.mkdir(exist_ok=True)
     with open(RESULTS, 'a') as f: f.write(json.dumps(rec) + '\n')
@@ -249,17 +263,19 @@ def report(rec) -> str:
     lines = [f"# App under load ({rec['time']}, {rec['machine']['cpus']} CPUs, load {rec['machine']['load_avg']:.1f}, "
              f"Chromium {rec['machine']['chromium']})", '',
              f"`recycle-classifier app --model {rec['setup']['model']}` (Voilà, {rows[0]['pool_size']} preheated kernels, pool refilled {rows[0].get('fill_delay_s', 1)} s after a visitor takes one), driven by "
-             'headless Chromium through Playwright on 127.0.0.1. Medians; memory is Voilà plus all its kernels once the pool '
-             'has refilled. `python bench/bench_app.py` (under the CPU lock).', '',
+             'headless Chromium through Playwright on 127.0.0.1. The four arrive together once the pool has refilled behind the '
+             'first visitor, then again in further groups, each once the pool has refilled (the browser\'s share of the CPU varies from group to group). Medians; memory '
+             'is Voilà plus all its kernels once the pool has refilled. `python bench/bench_app.py` (under the CPU lock).', '',
              '| measure | target | ' + col(lambda r: r['runtime']) + ' |', '|---|---|' + '---|' * len(rows),
              f"| page ready, 1 visitor (s) | ≤ {TARGETS['ready_one_s']} | " + col(lambda r: str(r['ready_one_s'])) + ' |',
-             f"| page ready, each of 4 arriving together (s) | ≤ {TARGETS['ready_four_s']} | " + col(lambda r: ', '.join(map(str, r['ready_four_s']))) + ' |',
+             f"| page ready, each of 4 arriving together: slowest of the four, median of {len(rows[0]['ready_four_rounds'])} groups (s) | ≤ {TARGETS['ready_four_s']} | " + col(lambda r: str(r['ready_four_slowest_median_s'])) + ' |',
+             '| the groups, each visitor (s) | | ' + col(lambda r: '; '.join(', '.join(map(str, g)) for g in r['ready_four_rounds'])) + ' |',
              f"| memory per extra visitor, RSS (MB) | ≤ {TARGETS['mb_per_visitor']} | " + col(lambda r: str(r['mb_per_visitor']['rss_mb'])) + ' |',
              '| memory per extra visitor, PSS (MB) | | ' + col(lambda r: str(r['mb_per_visitor']['pss_mb'])) + ' |',
              '| server RSS idle / 1 visitor / 5 visitors (MB) | | ' + col(lambda r: f"{r['mem_idle']['rss_mb']} / {r['mem_1']['rss_mb']} / {r['mem_5']['rss_mb']}") + ' |',
              '| kernels idle / 1 / 5 visitors | | ' + col(lambda r: f"{r['mem_idle']['kernels']} / {r['mem_1']['kernels']} / {r['mem_5']['kernels']}") + ' |',
              f"| upload to answer shown, median (ms) | ≤ {TARGETS['upload_ms']} | " + col(lambda r: f"{r['upload']['median_ms']} (p90 {r['upload']['p90_ms']})") + ' |',
-             '| CPU seconds while the 4 pages loaded: server / browser | | ' + col(lambda r: f"{r['cpu_s_while_four_load']['server']} / {r['cpu_s_while_four_load']['browser']}") + ' |',
+             '| CPU seconds while each group of 4 loaded: server / browser | | ' + col(lambda r: '; '.join(f"{c['server']} / {c['browser']}" for c in r['cpu_s_four_rounds'])) + ' |',
              '| page code: app built in a fresh interpreter (s); torch imported | | ' + col(lambda r: f"{r['kernel']['app_built_s']}; {r['kernel']['torch_imported']}") + ' |',
              '', 'Targets: ' + '; '.join(f"{r['runtime']}: " + ', '.join(f"{k} {'met' if ok else 'NOT met'}" for k, ok in r['met'].items()) for r in rows) + '.']
     return '\n'.join(lines) + '\n'

@@ -8,15 +8,17 @@ the model as trained (two views) and with the mirror view dropped (one view, the
 (onnxruntime static quantisation) of the one-view single-body model and of the default. It measures:
   accuracy of every variant on DATA/valid (TrashNet valid, Thung & Yang 2017, MIT: 328 photos);
   latency, file to probabilities, on 384 px photos: one photo (median of --runs), and per photo in a batch of 32,
-  with onnxruntime and OpenVINO (fp32; bf16 once, opt-in);
+  with onnxruntime and OpenVINO (fp32; bf16 once, opt-in), in a separate process with torch blocked (as a service
+  runs; torch's idle threads beside the runtimes' made timings erratic), in --rounds rounds that each time every
+  variant in turn (this machine has slow spells of seconds), medians over rounds;
   fastai `learn.predict` one photo and `get_preds` on 32 for the default and the single-body model;
   a 4000x3000 JPEG with the single-body model; cold start of `recycle-classifier predict` to the first result;
   the largest difference between fastai's probabilities and ours on the embedded sample's photos.
 Prints tables, appends one record to bench/results/predict.jsonl and rewrites bench/results/predict.md.
-Run it under the CPU lock (about 5 minutes on 2 cores):
+Run it under the CPU lock (about 7 minutes on 2 cores):
 
-    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_predict.py --default /tmp/rc14/default.pkl \\
-        --single /tmp/rc14/lite0.pkl --data ../shared/datasets/trashnet
+    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_predict.py --default DEFAULT.pkl \\
+        --single SINGLE.pkl --data ../shared/datasets/trashnet
 """
 import argparse, importlib.util, json, os, platform, statistics, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
@@ -44,13 +46,43 @@ def accuracy(pred, labelled) -> float:
     return round(100 * sum(r.get('label') == y for r, (_, y) in zip(recs, labelled)) / len(labelled), 2)
 
 
-def latency(onnx_path, photos, runs, **kw) -> dict:
-    "One photo and per photo in 32, file to probabilities, in ms"
-    from recycle_classifier.onnx_predict import OnnxPredictor
-    p = OnnxPredictor(onnx_path, **kw)
+def latency(p, photos, runs) -> dict:
+    "One photo and per photo in 32, file to probabilities, in ms, for an OnnxPredictor"
     batch = photos[:32]
     return {'one_ms': median_ms(lambda: list(p.predict_paths(photos[:1])), runs),
             'batch_ms': round(median_ms(lambda: list(p.predict_paths(batch, bs=32)), max(3, runs // 5), 1) / len(batch), 2)}
+
+
+def latency_child(spec: dict) -> dict:
+    """Every ONNX latency, in this process with torch blocked (as in a service): `spec['rounds']` rounds, each timing
+    every variant on every runtime in turn, so slow spells of the machine hit all of them; medians over rounds"""
+    sys.modules['torch'] = None
+    from recycle_classifier.onnx_predict import OnnxPredictor
+    photos, runs = [Path(p) for p in spec['photos']], spec['runs']
+    preds = {(name, rt, prec): OnnxPredictor(f, runtime=rt, **({'precision': prec} if prec != 'fp32' else {}))
+             for name, f in spec['files'].items() for rt in spec['runtimes'] for prec in (['fp32', 'bf16'] if rt == 'openvino' and name == spec.get('bf16') else ['fp32'])}
+    big = {rt: OnnxPredictor(spec['single'], runtime=rt) for rt in spec['runtimes']}
+    got = {k: [] for k in preds}
+    got_big = {rt: [] for rt in big}
+    for _ in range(spec['rounds']):
+        for k, p in preds.items(): got[k].append(latency(p, photos, runs))
+        for rt, p in big.items(): got_big[rt].append(median_ms(lambda: list(p.predict_paths([spec['big']])), runs))
+    med = lambda xs, key: round(statistics.median(x[key] for x in xs), 2)
+    out = {'variants': {}, 'bf16': {}, 'big_12mp_ms': {rt: round(statistics.median(v), 2) for rt, v in got_big.items()},
+           'torch_imported': 'torch' in sys.modules and sys.modules['torch'] is not None}
+    for (name, rt, prec), xs in got.items():
+        r = {'one_ms': med(xs, 'one_ms'), 'batch_ms': med(xs, 'batch_ms'), 'rounds_one_ms': [x['one_ms'] for x in xs],
+             'rounds_batch_ms': [x['batch_ms'] for x in xs]}
+        if prec == 'bf16': out['bf16'] = r
+        else: out['variants'].setdefault(name, {})[rt] = r
+    return out
+
+
+def run_latency_child(spec: dict) -> dict:
+    "`latency_child` in a fresh interpreter (no torch, no fastai threads next to the runtimes')"
+    r = subprocess.run([sys.executable, __file__, '--latency-child', json.dumps(spec)], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0: raise SystemExit(f'the latency run failed: {r.stderr[-2000:]}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def fastai_latency(learn, photos, runs) -> dict:
@@ -113,11 +145,15 @@ def export_variants(learn, name, tmp, valid, int8: bool) -> dict:
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == '--latency-child':
+        import warnings; warnings.filterwarnings('ignore')
+        print(json.dumps(latency_child(json.loads(sys.argv[2])))); return
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--default', type=Path, required=True, help='the default model (.pkl from `recycle-classifier train`)')
     ap.add_argument('--single', type=Path, required=True, help='a single-body model (.pkl, train --arch efficientnet_lite0 --size 320)')
     ap.add_argument('--data', type=Path, default=ROOT.parent/'shared'/'datasets'/'trashnet', help='dataset with valid/<class>/ (default %(default)s)')
     ap.add_argument('--runs', type=int, default=15, help='timed repetitions of each one-photo measure (default %(default)s)')
+    ap.add_argument('--rounds', type=int, default=3, help='rounds of ONNX latency measures, interleaved across variants (default %(default)s)')
     a = ap.parse_args()
     import warnings; warnings.filterwarnings('ignore')
     from PIL import Image
@@ -136,7 +172,7 @@ def main():
            'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(), 'load_avg': load,
                        'runtimes': {'onnxruntime': __import__('onnxruntime').__version__,
                                     **({'openvino': __import__('openvino').__version__} if HAVE_OV else {})}},
-           'setup': {'runs': a.runs, 'photos': '384 px TrashNet sample photos (valid)', 'batch': 32,
+           'setup': {'runs': a.runs, 'rounds': a.rounds, 'photos': '384 px TrashNet sample photos (valid)', 'batch': 32,
                      'big': '4000x3000 JPEG q92', 'accuracy_on': f'{valid} ({len(labelled)} photos)',
                      'default': a.default.name, 'single': a.single.name}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,17 +189,20 @@ def main():
             q = OnnxPredictor(f, runtime='onnxruntime').meta.get('quantization')
             v['accuracy'] = round(100 * q['accuracy_int8'], 2) if q else accuracy(OnnxPredictor(f), labelled)
             if q: v['int8_vs_fp32'] = {k: q[k] for k in ('accuracy_fp32', 'accuracy_int8', 'agreement', 'max_prob_change')}
-            for rt in RUNTIMES: v[rt] = latency(f, photos, a.runs, runtime=rt)
+        lat = run_latency_child({'files': {n: str(f) for n, f in files.items()}, 'runtimes': RUNTIMES, 'photos': [str(p) for p in photos],
+                                 'runs': a.runs, 'rounds': a.rounds, 'single': str(single), 'big': str(big),
+                                 'bf16': 'single body (Lite0@320), 1 view' if HAVE_OV else None})
+        for name, v in variants.items():
+            v.update(lat['variants'][name])
             print(name, json.dumps(v), flush=True)
-        rec['variants'] = variants
+        rec['variants'], rec['big_12mp_ms'], rec['latency_torch_imported'] = variants, lat['big_12mp_ms'], lat['torch_imported']
         if HAVE_OV:
             bf = OnnxPredictor(single, runtime='openvino', precision='bf16')
             fp = OnnxPredictor(single, runtime='openvino')
             from recycle_classifier.images import open_image
             ims = [open_image(p, draft=fp.draft) for p in photos]
             import numpy as np
-            rec['bf16'] = {**latency(single, photos, a.runs, runtime='openvino', precision='bf16'),
-                           'accuracy': accuracy(bf, labelled), 'accuracy_fp32': variants['single body (Lite0@320), 1 view']['accuracy'],
+            rec['bf16'] = {**lat['bf16'], 'accuracy': accuracy(bf, labelled), 'accuracy_fp32': variants['single body (Lite0@320), 1 view']['accuracy'],
                            'max_prob_change_vs_fp32': round(float(np.abs(bf.predict_probs(ims) - fp.predict_probs(ims)).max()), 4)}
             print('bf16', rec['bf16'], flush=True)
         rec['fastai'] = {'default': fastai_latency(learns['default'], photos, a.runs)}
@@ -171,10 +210,6 @@ def main():
         rec['fastai']['single'] = fastai_latency(learns['single'], photos, a.runs)
         rec['fastai_max_diff'] = {f'{m} {rt}': fastai_diff(learns[m], f, rt) for m, f in (('default', default), ('single', single))
                                   for rt in RUNTIMES}
-        rec['big_12mp_ms'] = {}
-        for rt in RUNTIMES:
-            p = OnnxPredictor(single, runtime=rt)
-            rec['big_12mp_ms'][rt] = median_ms(lambda: list(p.predict_paths([big])), a.runs)
         rec['cold_start'] = cold_start(single, photos[0])
         print('fastai', rec['fastai'], rec['fastai_max_diff'], rec['big_12mp_ms'], rec['cold_start'], flush=True)
     best = lambda v, k: min(v[rt][k] for rt in RUNTIMES)
@@ -200,7 +235,8 @@ def report(rec) -> str:
     lines = [f"# Prediction benchmark ({rec['time']}, {rec['machine']['cpus']} CPUs, load {rec['machine']['load_avg']:.1f})", '',
              'Real models trained on TrashNet (Thung & Yang 2017, MIT) with `recycle-classifier train`; accuracy on its '
              f"valid split ({rec['setup']['accuracy_on']}); latency in ms, median, file to probabilities on 384 px photos "
-             '(batched: per photo in a batch of 32). Runtimes: ' + ', '.join(f'{k} {x}' for k, x in rec['machine']['runtimes'].items()) +
+             f"(batched: per photo in a batch of 32), in a process without torch, median of {rec['setup'].get('rounds', 1)} rounds "
+             'that each time every variant in turn. Runtimes: ' + ', '.join(f'{k} {x}' for k, x in rec['machine']['runtimes'].items()) +
              '; fp32 unless int8. `python bench/bench_predict.py` (under the CPU lock).', '',
              '## Accuracy against latency', '',
              '| variant | accuracy % | MB | ' + ' | '.join(f'{rt} 1 photo | {rt} batched' for rt in rts) + ' |',
@@ -229,6 +265,12 @@ def report(rec) -> str:
         f"probabilities change by up to {q['max_prob_change']}" for n, q in ints.items()) + '.']
     lines += ['', 'Targets (single body = Lite0@320, 1 view; best runtime): ' +
               ', '.join(f"{k} {rec['targets'][k]}: {'met' if ok else 'NOT met'}" for k, ok in rec['met'].items()) + '.']
+    q8 = v.get('single body (Lite0@320), 1 view, int8')
+    if q8:
+        one, bat = min(q8[rt]['one_ms'] for rt in rts), min(q8[rt]['batch_ms'] for rt in rts)
+        lines += ['', f"Its int8 copy (`export --quantize`, opt-in; accuracy {q8['accuracy']}% against {v['single body (Lite0@320), 1 view']['accuracy']}% "
+                  f"in fp32): 1 photo {one} ms, batched {bat} ms: single_one_ms {'met' if one <= rec['targets']['single_one_ms'] else 'NOT met'}, "
+                  f"single_batch_ms {'met' if bat <= rec['targets']['single_batch_ms'] else 'NOT met'}."]
     return '\n'.join(lines) + '\n'
 
 

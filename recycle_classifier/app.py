@@ -18,11 +18,11 @@ from .predictor import FORMATS, load_predictor   # no torch: formats import thei
 
 # %% auto #0
 __all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB',
-           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'Bin', 'Guidelines', 'parse_guidelines',
-           'load_guidelines', 'list_guidelines', 'find_models', 'fast_twin', 'heatmap_source', 'newest', 'Prediction',
-           'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge', 'result_card', 'error_card',
-           'RecycleApp', 'summary', 'app_from_env', 'check_port', 'voila_home', 'voila_command', 'app_env', 'serve',
-           'cmd_app', 'add_command']
+           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER', 'Bin',
+           'Guidelines', 'parse_guidelines', 'load_guidelines', 'list_guidelines', 'find_models', 'fast_twin',
+           'heatmap_source', 'newest', 'Prediction', 'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars',
+           'bin_badge', 'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port',
+           'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
 DEFAULT_GUIDELINES = GUIDELINES_DIR/'default.yaml'
@@ -595,8 +595,13 @@ def check_port(host: str, port: int):
             if e.errno == errno.EADDRINUSE: raise UserError(f'port {port} is in use; pick another with --port') from None
             raise UserError(f'cannot listen on {host}:{port} ({e.strerror or e})') from None
 
+PAGE_EXTENSIONS = ['@jupyter-widgets/jupyterlab-manager', '@voila-dashboards/widgets-manager8']   # all a page needs: ipywidgets
+# The app shows no mathematics, yet Voilà sets up MathJax 3 (~0.9 MB of JavaScript) on every page. Given a URL, Voilà
+# takes the MathJax-2 route instead, which loads that script on the first typeset: this one is an empty stand-in.
+NO_TYPESETTER = 'data:text/javascript,window.MathJax={Hub:{Config(){},Configured(){},Queue(){},Register:{StartupHook(){}}}};//'
+
 def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
-    "Fill `root` with Voilà's settings (voila.json) and a `python3` kernel that is this very interpreter"
+    "Fill `root` with Voilà's settings (voila.json: lean pages, big uploads) and a `python3` kernel that is this very interpreter"
     root = Path(root)
     k = root/'kernels'/'python3'
     k.mkdir(parents=True, exist_ok=True)
@@ -604,7 +609,9 @@ def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
                 display_name='Python 3 (recycle-classifier)', language='python')
     (k/'kernel.json').write_text(json.dumps(spec))
     ws_limit = int(max(64, 10 * max_upload_mb) * 2**20)   # room for a selection of ten photos at the limit
-    (root/'voila.json').write_text(json.dumps({'Voila': {'tornado_settings': {'websocket_max_message_size': ws_limit}}}))
+    settings = {'Voila': {'tornado_settings': {'websocket_max_message_size': ws_limit, 'mathjax_url': NO_TYPESETTER}},
+                'VoilaConfiguration': {'extension_allowlist': PAGE_EXTENSIONS}}
+    (root/'voila.json').write_text(json.dumps(settings))
     return root
 
 def voila_command(home, host: str = '127.0.0.1', port: int = 8866, open_browser: bool = False,

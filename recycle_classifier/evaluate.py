@@ -15,7 +15,7 @@ from PIL import Image
 from .core import UserError, BadImage
 from .fileio import atomic_write, file_sha256
 from .layout import walk_dataset, expand_paths
-from .images import open_image, open_images
+from .images import open_image
 from .metrics import confusion_matrix, classification_metrics, most_confused, confusion_text, safe_ratio
 from .predictor import Predictor, load_predictor
 
@@ -146,7 +146,7 @@ def predict_files(pred: Predictor, paths, bs: int = 32, progress: bool = True):
     chunks = [paths[i:i + bs] for i in range(0, len(paths), bs)]
     probs, kept, failed = [], [], []
     for chunk in (progress_bar(chunks) if progress and chunks else chunks):
-        ok, bad = open_images(chunk, draft=pred.draft)
+        ok, bad = pred.open_images(chunk)
         failed += bad
         if ok:
             probs.append(np.asarray(pred.predict_probs([im for _, im in ok]), dtype=np.float32))

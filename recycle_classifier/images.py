@@ -5,7 +5,7 @@ gives upright 8-bit RGB; batches that set bad files aside; thumbnails and probab
 
 # %% ../nbs/00d_images.ipynb #2d1f9cc1
 from __future__ import annotations
-import base64, html, io, os, warnings
+import base64, functools, html, io, os, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -61,7 +61,7 @@ def open_image(src, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> I
         if draft and im.format == 'JPEG' and min(im.size) > 4 * draft: im.draft('RGB', (draft, draft))
         if getattr(im, 'is_animated', False): im.seek(0)
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)   # no copy of an upright photo (0.3 ms of a 384 px one)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadImage(f'corrupt or truncated image ({e})')
     return to_rgb(im)
@@ -73,12 +73,17 @@ def check_image(path, max_pixels: int = MAX_PIXELS) -> str | None:
     return None
 
 # %% ../nbs/00d_images.ipynb #5d511ff8
-def open_images(paths, draft: int | None = None, max_pixels: int = MAX_PIXELS) -> tuple[list, list]:
-    "The photos of `paths` that open, as `(path, image)` in order, and the others as `(path, reason)`"
-    ok, bad = [], []
-    for p in paths:
-        try: ok.append((p, open_image(p, max_pixels, draft)))
-        except BadImage as e: bad.append((p, str(e)))
+def _image_or_reason(src, max_pixels: int = MAX_PIXELS, draft: int | None = None):
+    "(image, None) if `src` opens, else (None, why not)"
+    try: return open_image(src, max_pixels, draft), None
+    except BadImage as e: return None, str(e)
+
+def open_images(paths, draft: int | None = None, max_pixels: int = MAX_PIXELS, map=map) -> tuple[list, list]:
+    "The photos of `paths` that open, as `(path, image)` in order, and the others as `(path, reason)`; `map` may be a thread pool's"
+    paths, ok, bad = list(paths), [], []
+    for p, (im, why) in zip(paths, map(functools.partial(_image_or_reason, max_pixels=max_pixels, draft=draft), paths)):
+        if why is None: ok.append((p, im))
+        else: bad.append((p, why))
     return ok, bad
 
 # %% ../nbs/00d_images.ipynb #969c361c

@@ -18,9 +18,9 @@ from .learner import SafePILImage, load_learner, learner_info
 from .onnx_predict import META_KEY, META_FORMAT, OnnxPredictor, to_batch
 
 # %% auto #0
-__all__ = ['OPSET', 'TOLERANCE', 'preprocess_spec', 'WithActivation', 'export_graph', 'check_photos', 'fastai_probs',
-           'onnx_max_diff', 'onnx_meta', 'write_meta', 'export_onnx', 'labelled_photos', 'compare', 'quantize_onnx',
-           'read_meta_file', 'quantization_summary']
+__all__ = ['OPSET', 'TOLERANCE', 'preprocess_spec', 'WithActivation', 'FromPixels', 'export_graph', 'check_photos',
+           'fastai_probs', 'onnx_max_diff', 'onnx_meta', 'write_meta', 'export_onnx', 'labelled_photos', 'compare',
+           'quantize_onnx', 'read_meta_file', 'quantization_summary']
 
 # %% ../nbs/00j_onnx_export.ipynb #e8117538
 OPSET = 17   # what torch's TorchScript exporter writes well and every onnxruntime since 1.14 runs
@@ -62,15 +62,28 @@ class WithActivation(nn.Module):
         self.model, self.act = model, act
     def forward(self, x): return self.act(self.model(x)) if self.act else self.model(x)
 
-def export_graph(learn, out, size, opset: int = OPSET) -> Path:
-    "Write `learn`'s model (with its activation) to `out` as ONNX, batch size dynamic, inputs `size` (w, h)"
-    model = WithActivation(learn.model, getattr(learn.loss_func, 'activation', None)).cpu()
+class FromPixels(nn.Module):
+    "uint8 RGB pixels (n, 3, height, width) made the network's input as fastai's `IntToFloatTensor` and `Normalize` do, then the network"
+    def __init__(self, model: nn.Module, pre: dict):
+        super().__init__()
+        self.model, self.scale = model, float(pre['scale'])
+        self.register_buffer('mean', torch.tensor(pre['mean'], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer('std', torch.tensor(pre['std'], dtype=torch.float32).view(1, 3, 1, 1))
+        self.normalise = bool((self.mean != 0).any() or (self.std != 1).any())
+    def forward(self, x):
+        x = x.float() / self.scale
+        return self.model((x - self.mean) / self.std if self.normalise else x)
+
+def export_graph(learn, out, pre: dict, opset: int = OPSET) -> Path:
+    "Write `learn`'s model (with its activation) to `out` as ONNX taking uint8 pixels (see `FromPixels`), batch size dynamic"
+    model = FromPixels(WithActivation(learn.model, getattr(learn.loss_func, 'activation', None)), pre).cpu()
     was_training = learn.model.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            torch.onnx.export(model, (torch.randn(2, 3, size[1], size[0]),), str(out), dynamo=False,
+            pixels = torch.randint(0, 256, (2, 3, pre['size'][1], pre['size'][0]), dtype=torch.uint8)
+            torch.onnx.export(model, (pixels,), str(out), dynamo=False,
                               input_names=['image'], output_names=['probs'], opset_version=opset,
                               dynamic_axes={'image': {0: 'batch'}, 'probs': {0: 'batch'}})
     except Exception as e:
@@ -126,10 +139,10 @@ def export_onnx(src, out=None, quantize: bool = False, photos=None, check_data=N
     learn, source = _learner(src)
     if out is None and source is None: raise UserError('give `out` (where to write the .onnx) for a learner in memory')
     out = Path(out) if out else source.with_suffix('.onnx')
-    pre = preprocess_spec(learn)
+    pre = dict(preprocess_spec(learn), input='uint8_nchw')
     photos = list(photos) if photos else check_photos()
     with atomic_path(out) as tmp:
-        export_graph(learn, tmp, pre['size'])
+        export_graph(learn, tmp, pre)
         write_meta(tmp, onnx_meta(learn, pre, source))
         diff = onnx_max_diff(learn, tmp, photos)
         if diff > TOLERANCE:

@@ -11,18 +11,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from .core import UserError
+from .images import open_images
 from .predictor import Predictor
 
 # %% auto #0
-__all__ = ['META_KEY', 'META_FORMAT', 'RESIZE_METHODS', 'PAD_MODES', 'RUNTIMES', 'RUNTIME_ENV', 'check_meta', 'crop_pad',
-           'fastai_resize', 'to_batch', 'cores', 'session_options', 'onnx_props', 'read_meta', 'OrtEngine',
+__all__ = ['META_KEY', 'META_FORMAT', 'RESIZE_METHODS', 'PAD_MODES', 'INPUTS', 'RUNTIMES', 'RUNTIME_ENV', 'check_meta',
+           'crop_pad', 'fastai_resize', 'to_batch', 'cores', 'session_options', 'onnx_props', 'read_meta', 'OrtEngine',
            'OpenVinoEngine', 'default_runtime', 'OnnxPredictor']
 
 # %% ../nbs/00i_onnx.ipynb #8a8264fc
 META_KEY = 'recycle_classifier'   # the metadata_props entry with the JSON that describes the model
-META_FORMAT = 1                   # bumped when the JSON's meaning changes
+META_FORMAT = 2                   # bumped when the JSON's meaning changes (2: `preprocess.input`)
 RESIZE_METHODS = ('crop', 'squish', 'pad', 'random_resized_crop')
 PAD_MODES = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}   # fastai's names, numpy's
+INPUTS = ('uint8_nchw', 'float32_nchw')   # RGB pixels the network scales itself; normalised floats (format 1)
 
 def check_meta(meta, where: str = 'model') -> dict:
     "`meta` if it has everything a predictor needs, else a `UserError` that says what is missing"
@@ -36,6 +38,7 @@ def check_meta(meta, where: str = 'model') -> dict:
     need(pre.get('method') in RESIZE_METHODS, f"resize method {pre.get('method')!r}")
     need(len(pre.get('size') or ()) == 2, 'no image size')
     need(len(pre.get('mean') or ()) == 3 and len(pre.get('std') or ()) == 3, 'no normalisation')
+    need(pre.get('input', 'float32_nchw') in INPUTS, f"network input {pre.get('input')!r}")
     return meta
 
 # %% ../nbs/00i_onnx.ipynb #3f4778ac
@@ -68,8 +71,9 @@ def fastai_resize(im: Image.Image, pre: dict) -> Image.Image:
 
 # %% ../nbs/00i_onnx.ipynb #be500bc0
 def to_batch(images, pre: dict) -> np.ndarray:
-    "RGB photos to the model's normalised float32 (n, 3, height, width) input"
+    "RGB photos to the network's (n, 3, height, width) input: uint8 pixels, or for format 1 normalised float32"
     x = np.stack([np.asarray(fastai_resize(im, pre), dtype=np.uint8) for im in images])
+    if pre.get('input') == 'uint8_nchw': return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
     x /= np.float32(pre.get('scale', 255.))   # in place: the same float32 operations, in fastai's order
     x -= np.asarray(pre['mean'], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -153,6 +157,7 @@ class OrtEngine:
         self.session = ort.InferenceSession(self.path, session_options(threads), providers=['CPUExecutionProvider'])
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.input_shape, self.output_shape = inp.name, inp.shape, out.shape
+        self.input_type = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32'}.get(inp.type, inp.type)
 
     def run(self, x: np.ndarray) -> np.ndarray: return self.session.run(None, {self.input_name: x})[0]
 
@@ -177,6 +182,8 @@ class OpenVinoEngine:
         dims = lambda ps: [d.get_length() if d.is_static else None for d in ps]
         self.input_name, self.input_shape = self.model.inputs[0].get_any_name(), dims(self.model.inputs[0].get_partial_shape())
         self.output_shape = dims(self.model.outputs[0].get_partial_shape())
+        t = self.model.inputs[0].get_element_type().get_type_name()
+        self.input_type = {'u8': 'uint8', 'f32': 'float32'}.get(t, t)
 
     def _compile(self, mode: str, threads: int):
         return self.core.compile_model(self.model, 'CPU', {'INFERENCE_PRECISION_HINT': self.hint, 'PERFORMANCE_HINT': mode,
@@ -199,7 +206,7 @@ RUNTIMES = {'onnxruntime': OrtEngine, 'openvino': OpenVinoEngine}
 RUNTIME_ENV = 'RECYCLE_CLASSIFIER_RUNTIME'
 
 def default_runtime() -> str:
-    "$RECYCLE_CLASSIFIER_RUNTIME, else onnxruntime (as fast as OpenVINO in fp32 on our models, measured; OpenVINO wins on int8)"
+    "$RECYCLE_CLASSIFIER_RUNTIME, else onnxruntime (always installed; OpenVINO, an extra, is faster on one photo, not on batches of the default model)"
     env = os.environ.get(RUNTIME_ENV, '').strip().lower() or 'onnxruntime'
     if env not in RUNTIMES: raise UserError(f'{RUNTIME_ENV}={env!r}: choose one of {", ".join(RUNTIMES)}')
     return env
@@ -229,7 +236,9 @@ class OnnxPredictor(Predictor):
 
     def _check_shapes(self, meta, where):
         "The network's input and output agree with the metadata"
-        shape, out = self.engine.input_shape, self.engine.output_shape
+        shape, out, kind = self.engine.input_shape, self.engine.output_shape, self.pre.get('input', 'float32_nchw')
+        if self.engine.input_type != kind.split('_')[0]:
+            raise UserError(f'{where}: the network takes {self.engine.input_type} input but the metadata says {kind}')
         if len(shape) != 4 or shape[1] != 3: raise UserError(f'{where}: expects input {shape}, not a batch of RGB photos')
         hw = [d if isinstance(d, int) else None for d in shape[2:]]
         if hw != [None, None] and hw != self.pre['size'][::-1]:
@@ -250,5 +259,13 @@ class OnnxPredictor(Predictor):
             bs = self.fixed_bs
             return np.concatenate([self.engine.run(to_batch(images[i:i+bs], self.pre)) for i in range(0, len(images), bs)])
         if len(images) == 1 or self.workers == 1: return np.concatenate([self.engine.run(to_batch([im], self.pre)) for im in images])
+        return np.concatenate(list(self._threads().map(self._one, images)))
+
+    def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='onnx-predict')
-        return np.concatenate(list(self._pool.map(self._one, images)))
+        return self._pool
+
+    def open_images(self, paths) -> tuple[list, list]:
+        "Several photos decoded at once, one per core (Pillow lets go of the GIL while it decodes)"
+        paths = list(paths)
+        return open_images(paths, self.draft, map=self._threads().map if len(paths) > 1 and self.workers > 1 else map)

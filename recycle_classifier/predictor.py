@@ -47,13 +47,17 @@ class Predictor:
         "A record (label, probability, probs) for each of a list of RGB PIL images"
         return [result_record(None, p, self.classes) for p in self.predict_probs(images)] if images else []
 
+    def open_images(self, paths) -> tuple[list, list]:
+        "`images.open_images` at this model's `draft` size: `(path, image)` for those that open, `(path, reason)` for the rest"
+        return open_images(paths, draft=self.draft)
+
     def predict_paths(self, paths, bs: int = 32, progress: bool = False):
         "Yield a record (or an error record) for every photo in `paths` (folders searched), in order"
         from fastprogress.fastprogress import progress_bar
         files = expand_paths(paths)
         chunks = [files[i:i+bs] for i in range(0, len(files), bs)]
         for chunk in (progress_bar(chunks) if progress and len(files) > bs else chunks):
-            ok, bad = open_images(chunk, draft=self.draft)
+            ok, bad = self.open_images(chunk)
             recs = {p: dict(path=str(p), error=why) for p, why in bad}
             for (p, _), r in zip(ok, self.predict([im for _, im in ok])): recs[p] = dict(path=str(p), **r)
             yield from (recs[p] for p in chunk)

@@ -188,3 +188,16 @@ def test_several_visitors_at_once(page, server, confident_photo):
         for tab in tabs: assert card(tab, 1).get_attribute('data-label') == label
     finally:
         for c in contexts: c.close()
+
+
+def test_page_loads_only_what_the_app_needs(page):
+    "Only the widget extensions, no MathJax (the app shows no mathematics); the widgets' labels still read as text"
+    plugins = page.evaluate("jupyterapp.listPlugins().filter(p => jupyterapp.isPluginActivated(p))")
+    assert '@jupyter-widgets/jupyterlab-manager:controls-2.0.0' in plugins and '@voila-dashboards/voila:widget-manager8' in plugins
+    assert '@jupyterlab/mathjax-extension:plugin' not in plugins
+    assert not [p for p in plugins if p.startswith(('@jupyter-notebook/', 'jupyterlab_pygments'))]
+    loaded = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
+    extensions = {u.split('/labextensions/')[1].split('/static/')[0] for u in loaded if '/labextensions/' in u}
+    assert extensions == {'@jupyter-widgets/jupyterlab-manager', '@voila-dashboards/widgets-manager8'}
+    labels = page.evaluate("[...document.querySelectorAll('.widget-dropdown > label, .widget-checkbox')].map(e => e.textContent)")
+    assert 'Rules' in labels and any('Show what the model looked at' in t for t in labels)
