@@ -206,7 +206,7 @@ RUNTIMES = {'onnxruntime': OrtEngine, 'openvino': OpenVinoEngine}
 RUNTIME_ENV = 'RECYCLE_CLASSIFIER_RUNTIME'
 
 def default_runtime() -> str:
-    "$RECYCLE_CLASSIFIER_RUNTIME, else onnxruntime (always installed; OpenVINO, an extra, is faster on one photo, not on batches of the default model)"
+    "$RECYCLE_CLASSIFIER_RUNTIME, else onnxruntime (always installed, and as fast as OpenVINO, an extra, in fp32; OpenVINO wins on int8)"
     env = os.environ.get(RUNTIME_ENV, '').strip().lower() or 'onnxruntime'
     if env not in RUNTIMES: raise UserError(f'{RUNTIME_ENV}={env!r}: choose one of {", ".join(RUNTIMES)}')
     return env

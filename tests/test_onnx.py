@@ -112,4 +112,5 @@ def test_export_command_with_quantisation(exported, tmp_path):
     assert (tmp_path/'m.onnx').is_file() and (tmp_path/'m.int8.onnx').is_file()
     q = OnnxPredictor(tmp_path/'m.int8.onnx').meta['quantization']
     assert q['n_labelled'] == 60 and 0 <= q['agreement'] <= 1 and q['int8_mb'] < q['fp32_mb']
+    assert 'percentile' in q['method'] and all(l.startswith('wrote ') for l in r.stdout.strip().splitlines()), r.stdout   # no calibrator chatter
     assert_clean_error(cli('export', tmp_path/'missing.pkl', '--onnx'), 'no such model file')
