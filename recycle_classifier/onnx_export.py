@@ -182,22 +182,24 @@ def compare(a: OnnxPredictor, b: OnnxPredictor, labelled) -> dict:
     return dict(n_photos=len(ims), n_labelled=int(known.sum()), accuracy_fp32=acc(ya), accuracy_int8=acc(yb),
                 agreement=round(float((ya == yb).mean()), 4), max_prob_change=round(float(np.abs(pa - pb).max()), 4))
 
-def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibration: int = 48) -> Path:
-    "An int8 copy of the ONNX model `src` (static quantisation), its accuracy change recorded in its metadata"
+def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibration: int = 48, calibration_method: str = 'percentile') -> Path:
+    "An int8 copy of the ONNX model `src` (static quantisation, ranges by `calibration_method`: percentile or minmax), its accuracy change recorded in its metadata"
     from onnxruntime.quantization import quantize_static, QuantFormat, QuantType, CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
     src = Path(src)
     out = Path(out) if out else src.with_suffix('.int8.onnx')
     fp32 = OnnxPredictor(src, runtime='onnxruntime')   # its calibration feeds onnxruntime
-    calibration = list(calibration or image_files(SAMPLE_DIR/'train'))[::max(1, len(calibration or image_files(SAMPLE_DIR/'train')) // n_calibration)][:n_calibration]
+    pool = list(calibration or image_files(SAMPLE_DIR/'train'))
+    calibration = pool[::max(1, len(pool) // n_calibration)][:n_calibration]
+    ranges = {'percentile': CalibrationMethod.Percentile, 'minmax': CalibrationMethod.MinMax}[calibration_method]
     with atomic_path(out) as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):   # its calibrators print progress
             warnings.simplefilter('ignore')
             quant_pre_process(str(src), str(tmp), skip_symbolic_shape=True)
             quantize_static(str(tmp), str(tmp), _Calibration(fp32, calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile)
-        report = dict(compare(fp32, OnnxPredictor(tmp), labelled_photos(check_data)), method='static int8 (QDQ, per channel, percentile calibration)',
+                            calibrate_method=ranges)
+        report = dict(compare(fp32, OnnxPredictor(tmp), labelled_photos(check_data)), method=f'static int8 (QDQ, per channel, {calibration_method} calibration)',
                       calibration_photos=len(calibration), fp32_mb=round(src.stat().st_size / 2**20, 2),
                       int8_mb=round(tmp.stat().st_size / 2**20, 2))
         meta = read_meta_file(src)

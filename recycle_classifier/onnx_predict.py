@@ -73,8 +73,9 @@ def fastai_resize(im: Image.Image, pre: dict) -> Image.Image:
 def to_batch(images, pre: dict) -> np.ndarray:
     "RGB photos to the network's (n, 3, height, width) input: uint8 pixels, or for format 1 normalised float32"
     x = np.stack([np.asarray(fastai_resize(im, pre), dtype=np.uint8) for im in images])
-    if pre.get('input') == 'uint8_nchw': return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if pre.get('input') == 'uint8_nchw': return x
+    x = x.astype(np.float32)
     x /= np.float32(pre.get('scale', 255.))   # in place: the same float32 operations, in fastai's order
     x -= np.asarray(pre['mean'], dtype=np.float32).reshape(1, 3, 1, 1)
     x /= np.asarray(pre['std'], dtype=np.float32).reshape(1, 3, 1, 1)
