@@ -153,7 +153,8 @@ def timing(repeats=5):
     from recycle_classifier.learner import export_learner
     from recycle_classifier.images import open_images
     feats, y, split, names = trashnet_features()
-    root, classes, train_files, valid_files = training_split(TRASHNET)
+    root, classes, train_photos, valid_photos = training_split(TRASHNET)
+    train_files, valid_files = [p.path for p in train_photos], [p.path for p in valid_photos]
     tr = split == 'train'
     head, mean, std = base_head(feats, y, tr, list(range(6)))
     emb = get_embedder(SPEC)

@@ -66,7 +66,8 @@ def cv_on_train(data, cache, folds=5, seeds=(0, 1)):
     from recycle_classifier.train import training_split, fit_head, head_probs, FEATURE_DEFAULTS as D
     from recycle_classifier.embed import get_embedder, FeatureCache, power_features
     from fastai.vision.all import parent_label
-    root, classes, train, _ = training_split(data)
+    root, classes, photos, _ = training_split(data)
+    train = [p.path for p in photos]
     f, ok, _ = FeatureCache(cache).features(get_embedder(D['bodies']), train, D['views'])
     f = power_features(f, D['power'])
     y = np.array([classes.index(parent_label(p)) for p in ok])

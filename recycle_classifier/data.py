@@ -10,7 +10,7 @@ from pathlib import Path
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter,
                                RandomSplitter, RandomResizedCrop, Resize, aug_transforms, verify_images, L)
 from .core import UserError
-from .layout import SPLIT_NAMES, DatasetFiles, walk_dataset
+from .layout import SPLIT_NAMES, DatasetFiles, walk_sources
 from .images import MAX_PIXELS, check_image
 from .learner import SafePILImage
 
@@ -52,15 +52,16 @@ def find_unreadable(files, max_pixels: int = MAX_PIXELS) -> list[tuple[Path, str
     return big + [(f, check_image(f, max_pixels) or 'could not be decoded') for f in bad]
 
 # %% ../nbs/02_data.ipynb #02452717
-def scan_dataset(path, verify: bool = True) -> DatasetScan:
-    "Sort every file under `path` into usable photos and skipped files (with reasons); `verify` decodes every photo"
-    found = walk_dataset(path)
+def scan_dataset(path, verify: bool = True, class_map: dict | None = None) -> DatasetScan:
+    "Sort every file under `path` (one folder or several sources, see `walk_sources`) into usable photos and skipped files (with reasons); `verify` decodes every photo"
+    found = walk_sources(path, class_map)
     bad = find_unreadable([p.path for p in found.photos]) if verify else []
     bad_set = {f for f, _ in bad}
     good = [p for p in found.photos if p.path not in bad_set]
     unusable = {(p.split, p.label) for p in found.photos} - {(p.split, p.label) for p in good}
     return DatasetScan(found.root, found.split_layout, good, found.others + bad,
-                       found.empty_classes + [f'{s}/{c}' if s else c for s, c in sorted(unusable, key=str)])
+                       found.empty_classes + [f'{s}/{c}' if s else c for s, c in sorted(unusable, key=str)],
+                       found.sources, found.left_out)
 
 # %% ../nbs/02_data.ipynb #0ebc68e3
 IMBALANCE_RATIO = 3.0
@@ -84,18 +85,25 @@ def imbalance_warning(counts: Counter) -> str | None:
                 f'({nb/ns:.1f}x); watch per-class accuracy, not just overall accuracy')
     return None
 
+# %% ../nbs/02_data.ipynb #5d083677
+def _count_columns(scan: DatasetScan) -> list[tuple[str, Counter]]:
+    "The report's columns: one per source when there are several, else one per split"
+    if len(scan.sources) > 1:
+        return [(s, Counter(p.label for p in scan.of_source(s))) for s in scan.sources] + [('total', scan.counts())]
+    return [(s or 'photos', scan.counts(s)) for s in (SPLIT_NAMES if scan.split_layout else (None,))]
+
 def dataset_report(scan: DatasetScan, max_listed: int = 50) -> str:
-    "A plain-text table of photos per class and split, with warnings and skipped files"
-    splits = SPLIT_NAMES if scan.split_layout else (None,)
-    heads = [s or 'photos' for s in splits]
-    width = max([len(c) for c in scan.classes] + [5])
-    lines = [f'Dataset {scan.root}', f'  {"class":<{width}}  ' + '  '.join(f'{h:>6}' for h in heads)]
-    for c in scan.classes:
-        lines.append(f'  {c:<{width}}  ' + '  '.join(f'{scan.counts(s)[c]:>6}' for s in splits))
-    lines.append(f'  {"total":<{width}}  ' + '  '.join(f'{sum(scan.counts(s).values()):>6}' for s in splits))
-    if scan.split_layout and not scan.has_valid: lines.append('  no valid/ photos: a random 20% of train/ is held out')
-    warn = imbalance_warning(scan.counts('train') if scan.split_layout else scan.counts())
+    "A plain-text table of photos per class and split (or source), with warnings and skipped files"
+    cols = _count_columns(scan)
+    width, cw = max([len(c) for c in scan.classes] + [5]), max([len(h) for h, _ in cols] + [6])
+    lines = [f'Dataset {", ".join(str(r) for r in scan.sources.values()) or scan.root}',
+             f'  {"class":<{width}}  ' + '  '.join(f'{h:>{cw}}' for h, _ in cols)]
+    for c in scan.classes: lines.append(f'  {c:<{width}}  ' + '  '.join(f'{n[c]:>{cw}}' for _, n in cols))
+    lines.append(f'  {"total":<{width}}  ' + '  '.join(f'{sum(n.values()):>{cw}}' for _, n in cols))
+    if len(scan.sources) == 1 and scan.split_layout and not scan.has_valid: lines.append('  no valid/ photos: a random 20% of train/ is held out')
+    warn = imbalance_warning(scan.counts('train') if scan.split_layout and len(scan.sources) == 1 else scan.counts())
     if warn: lines.append(warn)
+    if scan.left_out: lines.append('left out (not in the class map): ' + ', '.join(f'{f} ({n})' for f, n in scan.left_out))
     for c in scan.empty_classes: lines.append(f'warning: class folder {c} has no usable photos; skipped')
     if scan.skipped:
         lines.append(f'skipped {len(scan.skipped)} file(s), left in place:')

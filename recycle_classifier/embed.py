@@ -18,11 +18,11 @@ from .images import open_images
 from .backbones import ARCHS, LITE_STATS, efficientnet_lite_body, imagenet_model, arch_stats
 
 # %% auto #0
-__all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'CACHE_ENV', 'DEFAULT_CACHE_BYTES', 'POWER_EPS',
-           'backbone_names', 'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize', 'resize_tfm',
-           'load_batch', 'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine', 'pick_engine',
-           'Embedder', 'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_cache_dir', 'FeatureCache',
-           'FeatureClassifier', 'standardise', 'power_features', 'feature_model']
+__all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'DEFAULT_BODIES', 'CACHE_ENV', 'DEFAULT_CACHE_BYTES',
+           'POWER_EPS', 'backbone_names', 'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize',
+           'resize_tfm', 'load_batch', 'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine',
+           'pick_engine', 'Embedder', 'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_embedder',
+           'default_cache_dir', 'FeatureCache', 'FeatureClassifier', 'standardise', 'power_features', 'feature_model']
 
 # %% ../nbs/00e_embed.ipynb #c413673d
 LITE_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
@@ -235,6 +235,8 @@ def parse_spec(spec: str, size: int | None = None) -> list[tuple[str, int]]:
         except ValueError: raise UserError(f'{part}: the size after @ must be a number of pixels') from None
     return out
 
+DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'   # the default recipe's: every stage embeds with these
+
 @functools.lru_cache(maxsize=8)
 def get_embedder(name: str, size: int | None = None, resize: str = 'squish', engine: str = 'auto'):
     "The (shared) embedder for `name` at `size` px, or for a spec `'arch@size+arch@size'`"
@@ -242,6 +244,10 @@ def get_embedder(name: str, size: int | None = None, resize: str = 'squish', eng
     base = max(s for _, s in bodies)
     parts = [Embedder(a, s, resize, base=base, engine=engine) for a, s in bodies]
     return parts[0] if len(parts) == 1 else MultiEmbedder(parts)
+
+def default_embedder(resize: str = 'squish'):
+    "The embedder every stage uses unless told otherwise: the default recipe's bodies (`DEFAULT_BODIES`)"
+    return get_embedder(DEFAULT_BODIES, resize=resize)
 
 # %% ../nbs/00e_embed.ipynb #cd42599b
 CACHE_ENV = 'RECYCLE_CLASSIFIER_CACHE_DIR'

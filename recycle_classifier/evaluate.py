@@ -14,17 +14,16 @@ import numpy as np
 from PIL import Image
 from .core import UserError, BadImage
 from .fileio import atomic_write, file_sha256
-from .layout import walk_dataset, expand_paths
+from .layout import walk_dataset, walk_sources, read_class_map, expand_paths
 from .images import open_image
 from .metrics import confusion_matrix, classification_metrics, most_confused, confusion_text, safe_ratio
 from .predictor import Predictor, load_predictor
 
 # %% auto #0
-__all__ = ['LEGACY_WARNING', 'check_photos', 'dataset_photos', 'EvalSet', 'recorded_validation', 'all_photos', 'legacy_selection',
-           'trained_here', 'find_eval_set', 'match_classes', 'as_predictor', 'predict_files', 'Evaluation', 'evaluate',
-           'fig_png', 'plot_confusion', 'plot_top_losses', 'plot_explanations', 'explanations', 'html_report',
-           'report_figures', 'prepare_out', 'write_report', 'summary_text', 'explain_files', 'add_command',
-           'cmd_evaluate', 'cmd_explain']
+__all__ = ['LEGACY_WARNING', 'check_photos', 'dataset_photos', 'EvalSet', 'held_out_photos', 'legacy_selection', 'find_eval_set',
+           'match_classes', 'as_predictor', 'predict_files', 'Evaluation', 'evaluate', 'fig_png', 'plot_confusion',
+           'plot_top_losses', 'plot_explanations', 'explanations', 'html_report', 'report_figures', 'prepare_out',
+           'write_report', 'summary_text', 'explain_files', 'add_command', 'cmd_evaluate', 'cmd_explain']
 
 # %% ../nbs/04_evaluate.ipynb #70e7177f
 def check_photos(found):
@@ -35,9 +34,9 @@ def check_photos(found):
         raise UserError(f'{found.root}: no photos found in its class folders ({", ".join(found.empty_classes)})')
     return found
 
-def dataset_photos(data):
-    "Every labelled photo under `data` (all splits) from `walk_dataset`, or a `UserError` when there are none"
-    return check_photos(walk_dataset(data))
+def dataset_photos(data, class_map: dict | None = None):
+    "Every labelled photo under `data` (all splits; classes renamed by `class_map`), or a `UserError` when there are none"
+    return check_photos(walk_sources(data, class_map))
 
 # %% ../nbs/04_evaluate.ipynb #251197be
 @dataclass
@@ -66,33 +65,38 @@ def _eval_set(found, photos, scope: str, warnings=(), skipped=None) -> EvalSet:
 
 # %% ../nbs/04_evaluate.ipynb #4b9e4045
 def _rel(path, root) -> str:
-    return Path(path).relative_to(root).as_posix()
+    return Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
 
-def recorded_validation(found, meta: dict) -> EvalSet:
-    "The model's own validation photos, found by content hash in the folder it was trained on"
+def _pick_held_out(found, meta: dict) -> tuple[list, int, int]:
+    "The photos of `found` the model did not train on, how many of them are recorded validation photos, how many photos trained it"
     recorded = {r['sha256']: r['path'] for r in meta['valid_items']}
-    chosen = {}
+    trained = set(meta.get('train_sha256') or [])
+    chosen, new, n_trained = {}, [], 0
     for p in found.photos:
         h = file_sha256(p.path)
-        if h in recorded and (h not in chosen or _rel(p.path, found.root) == recorded[h]): chosen[h] = p
-    if not chosen:
-        raise UserError(f"{found.root}: none of the model's {len(recorded)} validation photos is in this folder any "
-                        f"more, and the others trained it; evaluate on a folder of photos it has not seen")
-    gone = len(recorded) - len(chosen)
-    warn = [f"{gone} of the model's {len(recorded)} validation photos are no longer in {found.root} "
-            f"(deleted, quarantined or edited); scoring the {len(chosen)} found"] if gone else []
-    return _eval_set(found, list(chosen.values()), f'the {len(chosen)} validation photos recorded when the model '
-                     f'was exported (the folder it trained on: its other photos are training photos)', warn)
+        if h in recorded:
+            if h not in chosen or _rel(p.path, found.root) == recorded[h]: chosen[h] = p
+        elif h in trained: n_trained += 1
+        else: new.append(p)
+    return list(chosen.values()) + new, len(chosen), n_trained
 
 # %% ../nbs/04_evaluate.ipynb #39f1b99a
-def all_photos(found, meta: dict) -> EvalSet:
-    "Every photo of a folder the model was not trained on, with a warning if it holds photos the model trained on"
-    trained = set(meta.get('train_sha256') or [])
-    seen = sum(file_sha256(p.path) in trained for p in found.photos) if trained else 0
-    warn = [f'{seen} of these {len(found.photos)} photos are photos the model trained on (same content): their '
-            f"scores flatter the model. Evaluate on {meta['trained_on']} to score only its validation photos, or "
-            f'take them out of {found.root}'] if seen else []
-    return _eval_set(found, found.photos, f'all {len(found.photos)} photos of the folder', warn)
+def held_out_photos(found, meta: dict) -> EvalSet:
+    "The photos of `found` the model did not train on (by content), with a sentence saying which they are"
+    photos, n_valid, n_trained = _pick_held_out(found, meta)
+    n_rec = len(meta['valid_items'])
+    if not n_trained: return _eval_set(found, photos, f'all {len(photos)} photos of the folder')
+    if not photos: raise UserError(f"{found.root}: the model trained on every photo here (found by content), so none can "
+                                   f"be scored; evaluate on photos it has not seen")
+    if n_trained < len(meta.get('train_sha256') or []) / 2:   # a few training photos among others: leave them out
+        return _eval_set(found, photos, f'the {len(photos)} photos the model did not train on ({n_trained} photos it '
+                         f'trained on are left out, found by content)')
+    gone = n_rec - n_valid
+    warn = [f"{gone} of the model's {n_rec} validation photos are no longer in {found.root} "
+            f"(deleted, quarantined or edited); scoring the {n_valid} found"] if gone else []
+    new = f' and {len(photos) - n_valid} photos new to it' if len(photos) > n_valid else ''
+    return _eval_set(found, photos, f'the {n_valid} validation photos recorded when the model was exported{new} (the '
+                     f'folder it trained on, found by content wherever it is: its {n_trained} training photos are left out)', warn)
 
 # %% ../nbs/04_evaluate.ipynb #9aee13ad
 LEGACY_WARNING = ('this model does not record which photos it trained on (exported by an earlier version): if '
@@ -112,16 +116,12 @@ def legacy_selection(found) -> EvalSet:
     return _eval_set(found, photos, f'the {len(photos)} photos of its valid/ split', [LEGACY_WARNING], others)
 
 # %% ../nbs/04_evaluate.ipynb #01c66e80
-def trained_here(found, meta: dict) -> bool:
-    "Whether the model's training record names this folder"
-    return bool(meta.get('trained_on')) and found.root.resolve() == Path(meta['trained_on']).resolve()
-
-def find_eval_set(data, meta: dict | None = None) -> EvalSet:
-    "The photos of `data` to score for a model with metadata `meta`: never the ones it trained on, or a warning"
-    found, meta = walk_dataset(data), meta or {}
+def find_eval_set(data, meta: dict | None = None, class_map: dict | None = None) -> EvalSet:
+    "The photos of `data` to score for a model with metadata `meta` (never the ones it trained on), classes renamed by `class_map`"
+    found, meta = walk_sources(data, class_map), meta or {}
     if 'valid_items' not in meta: return legacy_selection(found)
     check_photos(found)
-    return recorded_validation(found, meta) if trained_here(found, meta) else all_photos(found, meta)
+    return held_out_photos(found, meta)
 
 # %% ../nbs/04_evaluate.ipynb #dd1e07eb
 def match_classes(folder_counts: dict, vocab) -> tuple[list, dict, list]:
@@ -193,10 +193,11 @@ class Evaluation:
                     skipped_classes=self.extra_classes, missing_classes=self.missing_classes)
 
 # %% ../nbs/04_evaluate.ipynb #ae41c713
-def evaluate(model, data, bs: int = 32, progress: bool = True) -> Evaluation:
-    "Classify the photos of `data` the model did not train on (see `find_eval_set`) whose class it knows"
+def evaluate(model, data, bs: int = 32, progress: bool = True, class_map=None) -> Evaluation:
+    "Classify the photos of `data` the model did not train on (see `find_eval_set`) whose class it knows; `class_map` renames folders"
     pred = as_predictor(model)
-    es = find_eval_set(data, pred.meta)
+    if isinstance(class_map, (str, Path)): class_map = read_class_map(class_map)
+    es = find_eval_set(data, pred.meta, class_map)
     known, extra, missing = match_classes(es.counts(), pred.classes)
     items = [(f, c) for f, c in es.items if c in known]
     probs, kept, failed = predict_files(pred, [f for f, _ in items], bs=bs, progress=progress)
@@ -450,10 +451,12 @@ def add_command(subparsers):
     "Add the `evaluate` and `explain` commands to the `recycle-classifier` argument parser"
     p = subparsers.add_parser('evaluate', help='metrics, confusion matrix, top losses and Grad-CAMs as an HTML report',
         description='Classify the labelled photos of DATA_DIR with a model file on the CPU, never scoring the photos it '
-                    'trained on (on its training folder: its recorded validation photos; elsewhere: everything, with a '
-                    'warning if training photos are found); write metrics.json, PNG figures and a self-contained report.html.')
+                    'trained on (found by content, wherever the folder is: on the training folder or a copy, its recorded '
+                    'validation photos); write metrics.json, PNG figures and a self-contained report.html.')
     p.add_argument('model', metavar='MODEL', help='model file (.pkl, or any format `predict` reads)')
     p.add_argument('data_dir', metavar='DATA_DIR', help='folder of labelled photos, one subfolder per class')
+    p.add_argument('--map', dest='class_map', metavar='FILE', default=None,
+                   help="YAML class map (class: [folder, ...]) for a folder whose class names differ from the model's")
     p.add_argument('--out', default=None, help='report folder (default reports/<DATA_DIR name>)')
     p.add_argument('--top-losses', type=_nonneg, default=9, metavar='N', help='photos in the top-losses grid (default %(default)s)')
     p.add_argument('--cams', type=_nonneg, default=4, metavar='N', help='worst photos shown with Grad-CAM (default %(default)s)')
@@ -473,10 +476,11 @@ def cmd_evaluate(args) -> int:
     "Evaluate, write the report, print the summary (warnings to stderr)"
     from contextlib import redirect_stdout
     if args.bs < 1: raise UserError('--bs must be at least 1')
-    dataset_photos(args.data_dir)  # a bad folder fails before the model loads
+    class_map = read_class_map(args.class_map) if args.class_map else None
+    dataset_photos(args.data_dir, class_map)  # a bad folder or map fails before the model loads
     out = prepare_out(args.out or Path('reports')/Path(args.data_dir).expanduser().resolve().name)
     pred = load_predictor(args.model)
-    with redirect_stdout(sys.stderr): ev = evaluate(pred, args.data_dir, bs=args.bs)
+    with redirect_stdout(sys.stderr): ev = evaluate(pred, args.data_dir, bs=args.bs, class_map=class_map)
     for w in ev.evalset.warnings: print(f'warning: {w}', file=sys.stderr)
     paths = write_report(pred, ev, out, top=args.top_losses, cams=args.cams)
     print(summary_text(json.loads(paths['metrics'].read_text())))

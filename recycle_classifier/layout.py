@@ -13,7 +13,8 @@ from .core import UserError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SPLIT_NAMES', 'QUARANTINE', 'SKIP_DIRS', 'is_image_file', 'list_files', 'image_files', 'expand_paths',
-           'Photo', 'DatasetFiles', 'is_split_layout', 'class_dirs', 'check_dataset_root', 'walk_dataset']
+           'Photo', 'DatasetFiles', 'is_split_layout', 'class_dirs', 'check_dataset_root', 'walk_dataset',
+           'read_class_map', 'source_names', 'source_folders', 'walk_sources', 'FolderLabel']
 
 # %% ../nbs/00c_layout.ipynb #e8584653
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tif', '.tiff')
@@ -48,10 +49,11 @@ def expand_paths(paths) -> list[Path]:
 # %% ../nbs/00c_layout.ipynb #b37d95df
 @dataclass(frozen=True)
 class Photo:
-    "A photo of a dataset: where it is, its class and its split (`None` without a split layout)"
+    "A photo of a dataset: where it is, its class, its split (`None` without a split layout) and its source folder"
     path: Path
     label: str
     split: str | None = None
+    source: str | None = None
 
 @dataclass
 class DatasetFiles:
@@ -61,11 +63,16 @@ class DatasetFiles:
     photos: list = field(default_factory=list)
     others: list = field(default_factory=list)
     empty_classes: list = field(default_factory=list)
+    sources: dict = field(default_factory=dict)    # source name -> its folder (several with `walk_sources`)
+    left_out: list = field(default_factory=list)   # (source/folder, photos) a class map did not name
     @property
     def classes(self) -> list[str]: return sorted({p.label for p in self.photos})
     def in_split(self, split: str | None) -> list[Photo]:
         "The photos of one split (all of them for `None`)"
         return [p for p in self.photos if split is None or p.split == split]
+    def of_source(self, source: str) -> list[Photo]:
+        "The photos of one source"
+        return [p for p in self.photos if p.source == source]
 
 def is_split_layout(root) -> bool:
     "Whether `root` holds `train/` (and maybe `valid/`) rather than class folders"
@@ -83,11 +90,11 @@ def check_dataset_root(root) -> Path:
     if not root.is_dir(): raise UserError(f'{root}: is a file; expected a folder with one subfolder per class')
     return root
 
-def walk_dataset(root) -> DatasetFiles:
+def walk_dataset(root, source: str | None = None) -> DatasetFiles:
     "Every photo under `root` with its class and split, and the files set aside with the reason"
     root = check_dataset_root(root)
     split_layout = is_split_layout(root)
-    found = DatasetFiles(root, split_layout)
+    found = DatasetFiles(root, split_layout, sources={source or root.name: root})
     for split in (SPLIT_NAMES if split_layout else (None,)):
         top = root/split if split else root
         if not top.is_dir(): continue
@@ -95,7 +102,79 @@ def walk_dataset(root) -> DatasetFiles:
             files = list_files(d)
             found.others += [(f, 'not a photo (file extension)') for f in files if not is_image_file(f)]
             found.others += [(f, 'nested below the class folder') for f in files if is_image_file(f) and f.parent != d]
-            mine = [Photo(f, d.name, split) for f in files if is_image_file(f) and f.parent == d]
+            mine = [Photo(f, d.name, split, source) for f in files if is_image_file(f) and f.parent == d]
             found.photos += mine
             if not mine: found.empty_classes.append(f'{split}/{d.name}' if split else d.name)
     return found
+
+# %% ../nbs/00c_layout.ipynb #296528cd
+def read_class_map(path) -> dict[str, str]:
+    "A class map file (YAML `class: [folder, ...]`) as `{folder: class}`; a `UserError` for a file that is not one"
+    import yaml
+    path = Path(path).expanduser()
+    if not path.is_file(): raise UserError(f'{path}: no such class map file')
+    try: raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e: raise UserError(f'{path}: not YAML ({str(e).splitlines()[0]})') from None
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f'{path}: expected one line a class, e.g. "glass: [brown-glass, green-glass]"')
+    out = {}
+    for cls, folders in raw.items():
+        folders = [folders] if isinstance(folders, str) else folders
+        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+            raise UserError(f'{path}: {cls}: give a folder name or a list of folder names')
+        for f in dict.fromkeys([str(cls), *folders]):
+            if out.get(f, cls) != cls: raise UserError(f'{path}: folder {f!r} is mapped to both {out[f]} and {cls}')
+            out[f] = str(cls)
+    return out
+
+# %% ../nbs/00c_layout.ipynb #34720045
+def source_names(roots) -> list[str]:
+    "A short distinct name for each dataset folder: its own name, numbered when two share it"
+    names, seen = [], {}
+    for r in roots:
+        n = Path(r).resolve().name or 'data'
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f'{n}-{seen[n]}')
+    return names
+
+def source_folders(roots) -> dict[str, Path]:
+    "Each dataset folder under its source name"
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    return dict(zip(source_names(roots), (Path(r).expanduser() for r in roots)))
+
+def _mapped(found: DatasetFiles, class_map: dict, name: str) -> tuple[list, list]:
+    "The photos of one source relabelled by `class_map`, and the folders it left out with their photo counts"
+    keep, out = [], {}
+    for p in found.photos:
+        if p.label in class_map: keep.append(Photo(p.path, class_map[p.label], p.split, p.source))
+        else: out[f'{name}/{p.label}'] = out.get(f'{name}/{p.label}', 0) + 1
+    return keep, sorted(out.items())
+
+def walk_sources(roots, class_map: dict | None = None) -> DatasetFiles:
+    "Several dataset folders as one: classes of the same name merged, or renamed and merged by `class_map` (`{folder: class}`)"
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if not roots: raise UserError('give at least one dataset folder')
+    parts = [walk_dataset(check_dataset_root(r), n) for n, r in source_folders(roots).items()]
+    if class_map:
+        named = {f for f, c in class_map.items() if f != c}
+        missing = sorted(named - {p.label for d in parts for p in d.photos} - {e.split('/')[-1] for d in parts for e in d.empty_classes})
+        if missing: raise UserError(f'the class map names folders that no dataset has: {", ".join(missing)}')
+    merged = DatasetFiles(parts[0].root, any(d.split_layout for d in parts))
+    for d in parts:
+        name = next(iter(d.sources))
+        photos, left = _mapped(d, class_map, name) if class_map else (d.photos, [])
+        merged.photos += photos; merged.left_out += left; merged.sources.update(d.sources)
+        merged.others += d.others; merged.empty_classes += [f'{name}/{c}' if len(parts) > 1 else c for c in d.empty_classes]
+    if class_map:
+        empty = sorted(set(class_map.values()) - set(merged.classes))
+        if empty: raise UserError(f'no photos for class {", ".join(empty)}: none of its folders has photos')
+    return merged
+
+# %% ../nbs/00c_layout.ipynb #d953a123
+class FolderLabel:
+    "A photo's class: its folder's name, renamed by a class map (`{folder: class}`); what models trained on mapped folders label with"
+    def __init__(self, class_map: dict | None = None): self.class_map = dict(class_map or {})
+    def __call__(self, path) -> str:
+        name = Path(path).parent.name
+        return self.class_map.get(name, name)
+    def __repr__(self): return f'FolderLabel({self.class_map})'

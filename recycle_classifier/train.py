@@ -6,30 +6,30 @@ warm); `finetune` keeps fastai's end-to-end `fine_tune` for people with a GPU. B
 # %% ../nbs/03_train.ipynb #19babfbe
 from __future__ import annotations
 import os, sys, time
+from collections import Counter
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, parent_label, Learner,
-                               vision_learner, accuracy, Callback, ClassificationInterpretation, set_seed,
-                               CrossEntropyLossFlat, aug_transforms, Normalize, RandomResizedCrop)
-from .core import UserError, package_version
-from .fileio import check_writable
-from .layout import walk_dataset
+                               vision_learner, accuracy, Callback, set_seed, CrossEntropyLossFlat, aug_transforms,
+                               Normalize, RandomResizedCrop)
+from .core import UserError
+from .fileio import check_writable, file_sha256
+from .layout import walk_sources, source_folders, read_class_map, FolderLabel
 from .data import scan_dataset, dataset_report, check_trainable
-from .learner import SafePILImage, export_learner, training_record
-from .metrics import confusion_text, confusion_matrix
+from .learner import SafePILImage, photo_records
+from .metrics import confusion_text
 from .backbones import resolve_arch, arch_stats
 from .protomodel import feature_stats
-from .embed import (get_embedder, FeatureCache, standardise, power_features, feature_model, resize_tfm, VIEWS)
+from .embed import get_embedder, FeatureCache, power_features, resize_tfm, VIEWS, DEFAULT_BODIES
+from .head import (make_head, fit_head, head_probs, metrics_from_probs, feature_learner, training_versions,
+                                     photo_labeller,
+                                     export_model)
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments',
-           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'make_head', 'dropout_mask', 'training_forward',
-           'fit_head', 'head_probs', 'metrics_from_probs', 'photo_dls', 'feature_learner', 'bodies_spec',
+           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'data_record', 'bodies_spec', 'head_settings',
            'train_features', 'FastCPUBatches', 'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta',
            'validation_metrics', 'train_finetune', 'train', 'add_command', 'cmd_train']
 
@@ -82,159 +82,106 @@ def to_cpu(learn):
     return learn
 
 # %% ../nbs/03_train.ipynb #6eb6ef2b
-def training_split(data, valid_pct: float = 0.2, seed: int = 42) -> tuple:
-    "The dataset's root, classes, training photos and validation photos (paths), split by folder or at random"
-    found = walk_dataset(data)
+def _split_source(photos: list, valid_pct: float, seed: int) -> tuple[list, list]:
+    "One source's photos split by its `valid/` folder, or `valid_pct` of each class at random (seeded)"
+    if any(p.split == 'valid' for p in photos):
+        return [p for p in photos if p.split == 'train'], [p for p in photos if p.split == 'valid']
+    rng = np.random.default_rng(seed)
+    train, valid = [], []
+    for c in sorted({p.label for p in photos}):
+        ps = [p for p in photos if p.label == c]
+        ps = [ps[i] for i in rng.permutation(len(ps))]
+        k = int(round(len(ps) * valid_pct)) if len(ps) > 1 else 0
+        valid += ps[:k]; train += ps[k:]
+    return train, valid
+
+def training_split(data, valid_pct: float = 0.2, seed: int = 42, class_map: dict | None = None) -> tuple:
+    "The dataset's root, classes, training and validation photos (`layout.Photo`s); each source split by its folders or at random"
+    found = walk_sources(data, class_map)
     classes = found.classes
     if len(classes) < 2: raise UserError(f'{found.root}: need photos of at least 2 classes (one subfolder per class), found {len(classes)}')
-    if found.split_layout and found.in_split('valid'):
-        train, valid = [p.path for p in found.in_split('train')], [p.path for p in found.in_split('valid')]
-    else:
-        rng = np.random.default_rng(seed)
-        train, valid = [], []
-        for c in classes:
-            ps = [p.path for p in found.photos if p.label == c]
-            ps = [ps[i] for i in rng.permutation(len(ps))]
-            k = int(round(len(ps) * valid_pct)) if len(ps) > 1 else 0
-            valid += ps[:k]; train += ps[k:]
-    missing = sorted(set(classes) - {parent_label(p) for p in train})
+    train, valid = [], []
+    for name in found.sources:
+        t, v = _split_source(found.of_source(name), valid_pct, seed)
+        train += t; valid += v
+    missing = sorted(set(classes) - {p.label for p in train})
     if missing: raise UserError(f'no training photos for: {", ".join(missing)}')
     if not valid: raise UserError(f'{found.root}: no validation photos; add DATA/valid/<class>/ or more photos per class')
     return found.root, classes, train, valid
 
 # %% ../nbs/03_train.ipynb #5681b2d4
-def checked_split(data, valid_pct: float = 0.2, seed: int = 42, say=print) -> tuple:
+def checked_split(data, valid_pct: float = 0.2, seed: int = 42, say=print, class_map: dict | None = None) -> tuple:
     "`training_split` after the dataset report people read before training (counts, imbalance, files set aside)"
-    scan = scan_dataset(data, verify=False)
+    scan = scan_dataset(data, verify=False, class_map=class_map)
     say(dataset_report(scan))
     check_trainable(scan)
-    return training_split(data, valid_pct, seed)
+    return training_split(data, valid_pct, seed, class_map)
 
-# %% ../nbs/03_train.ipynb #7a2858e4
-def _write_onnx(learn, out, say=print):
-    "Write the ONNX file beside an export (for services and the app); a failure is reported, never fatal"
-    try:
-        from recycle_classifier.onnx_export import export_onnx
-        say(f'ONNX for services and the app: {export_onnx(learn, Path(out).with_suffix(".onnx"))}')
-    except ImportError as e: say(f'note: no ONNX file written ({e}); pip install onnx onnxruntime')
-    except Exception as e: say(f'note: no ONNX file written: {e}')  # the .pkl is written; ONNX is a convenience
-
-# %% ../nbs/03_train.ipynb #0fcd130b
-def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5) -> nn.Module:
-    "The MLP head: dropout, linear, ReLU, dropout, linear"
-    if hidden <= 0: return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, n_classes))
-    return nn.Sequential(nn.Dropout(in_drop), nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(drop), nn.Linear(hidden, n_classes))
-
-def dropout_mask(shape, p: float, rng: np.random.Generator) -> torch.Tensor:
-    "A dropout mask (kept units scaled by 1/(1-p)) drawn from numpy: 3x faster than torch's CPU `bernoulli_` here"
-    u = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), np.uint16).reshape(shape)
-    return torch.from_numpy((u >= round(p * 65536)).astype(np.float32) / (1 - p))
-
-def training_forward(head: nn.Sequential, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    "The head's forward pass in training, its dropout masks from `rng` on the CPU (torch's own elsewhere)"
-    for layer in head:
-        fast = isinstance(layer, nn.Dropout) and x.device.type == 'cpu' and 0 < layer.p < 1
-        x = x * dropout_mask(x.shape, layer.p, rng) if fast else layer(x)
-    return x
-
-def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5,
-             epochs: int = 40, bs: int = 128, lr: float = 2e-3, wd: float = 0.05, label_smoothing: float = 0.1,
-             seed: int = 42, device: str = 'cpu') -> tuple[nn.Module, np.ndarray, np.ndarray]:
-    "Train the head on features `(n, views, dim)` on `device`; return it (eval mode, on the CPU) with the standardisation (mean, std)"
-    torch.manual_seed(seed)
-    mean, std = standardise(feats)
-    n, v, d = feats.shape
-    x = torch.from_numpy(((feats - mean) / std).reshape(-1, d).astype(np.float32)).to(device)
-    t = torch.as_tensor(np.repeat(np.asarray(y), v), dtype=torch.long).to(device)
-    head = make_head(d, n_classes, hidden, in_drop, drop).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
-    steps = (len(x) + bs - 1) // bs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
-    head.train()
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(steps):
-            idx = perm[i*bs:(i+1)*bs]
-            loss = F.cross_entropy(training_forward(head, x[idx], rng), t[idx], label_smoothing=label_smoothing)
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    return head.eval().cpu(), mean.astype(np.float32), std.astype(np.float32)
-
-@torch.no_grad()
-def head_probs(head: nn.Module, mean, std, feats: np.ndarray) -> np.ndarray:
-    "Class probabilities `(n, classes)`: the views' logits averaged"
-    z = torch.from_numpy(((feats - mean) / std).astype(np.float32))
-    return head.eval()(z).mean(1).softmax(1).numpy()
-
-# %% ../nbs/03_train.ipynb #4f88c214
-def metrics_from_probs(probs: np.ndarray, y, classes) -> dict:
-    "Validation accuracy, loss, per-class accuracy and confusion matrix from class probabilities"
-    y = np.asarray(y); pred = probs.argmax(1)
-    cm = confusion_matrix(y, pred, len(classes))
-    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()) if len(y) else float('nan')
-    per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
-    return dict(accuracy=float((pred == y).mean()), valid_loss=loss, per_class_accuracy=per_class,
-                confusion_matrix=cm.tolist(), classes=list(classes), n_valid=int(len(y)))
-
-# %% ../nbs/03_train.ipynb #438953cd
-def photo_dls(train, valid, classes, size: int, resize: str = 'squish', bs: int = 32):
-    "fastai `DataLoaders` of photo paths labelled by their folder, resized as the embedder resizes them"
-    items = list(train) + list(valid)
-    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=list(classes))), get_y=parent_label,
-                      splitter=IndexSplitter(range(len(train), len(items))), item_tfms=resize_tfm(size, resize))
-    return block.dataloaders(items, bs=bs, num_workers=0)
-
-def feature_learner(embedder, head, mean, std, train, valid, classes, views=VIEWS, power: float = 1.) -> Learner:
-    "A plain fastai `Learner` whose model runs the bodies, the views and the trained head on photos"
-    dls = photo_dls(train, valid, classes, embedder.base, embedder.resize)
-    return Learner(dls, feature_model(embedder, head, mean, std, views, power), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+def data_record(data, train: list, valid: list, class_map: dict | None = None) -> dict:
+    "What an export records about its data: the folders (sources) with photos per class, the validation photos, the training photos' hashes by source and class"
+    folders = source_folders(data)
+    count = lambda ps, s: dict(sorted(Counter(p.label for p in ps if p.source == s).items()))
+    valid_items = [dict(photo_records([p.path], folders[p.source])[0], label=p.label, source=p.source) for p in valid]
+    by_source = {s: {} for s in folders}
+    for p in train: by_source[p.source].setdefault(p.label, []).append(file_sha256(p.path))
+    return dict(trained_on=str(Path(next(iter(folders.values()))).resolve()), valid_items=valid_items,
+                train_sha256=sorted(h for s in by_source.values() for hs in s.values() for h in hs),
+                train_photos={s: {c: sorted(hs) for c, hs in sorted(cs.items())} for s, cs in by_source.items()},
+                sources={s: dict(folder=str(Path(f).resolve()), train=count(train, s), valid=count(valid, s)) for s, f in folders.items()},
+                **(dict(class_map=class_map) if class_map else {}))
 
 # %% ../nbs/03_train.ipynb #ee613976
 def bodies_spec(arch, size, bodies) -> str:
     "The bodies to embed with: `--arch` at `--size` when given, else the `bodies` spec"
     return f'{arch}@{size or 320}' if arch else (bodies or DEFAULT_BODIES)
 
-def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=None, resize='squish', epochs=None,
-                   bs=None, lr=None, seed=42, cache_dir=None, no_cache=False, valid_pct=0.2, verbose=True, device=None, **head_kw):
-    "The default recipe: a head on cached features of frozen ImageNet bodies; export to `out`; (learner, metrics)"
-    say = print if verbose else (lambda *a, **k: None)
+def head_settings(epochs=None, bs=None, lr=None, **head_kw) -> dict:
+    "The head's hyper-parameters: `FEATURE_DEFAULTS` for those not given, checked"
     d = FEATURE_DEFAULTS
     hp = dict(epochs=d['epochs'] if epochs is None else epochs, bs=bs or d['bs'], lr=lr or d['lr'], hidden=d['hidden'], in_drop=d['in_drop'],
               drop=d['drop'], wd=d['wd'], label_smoothing=d['label_smoothing'], **head_kw)
     if hp['epochs'] < 1: raise UserError('nothing to train: --epochs must be at least 1')
     if hp['bs'] < 1: raise UserError('--bs must be at least 1')
-    device = pick_device(device)
-    out = check_writable(out)
-    root, classes, train, valid = checked_split(data, valid_pct, seed, say)
+    return hp
+
+# %% ../nbs/03_train.ipynb #6f7a75fe
+def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=None, resize='squish', epochs=None, bs=None, lr=None,
+                   seed=42, cache_dir=None, no_cache=False, valid_pct=0.2, verbose=True, device=None, class_map=None, **head_kw):
+    "The default recipe: a head on cached features of frozen ImageNet bodies; export to `out`; (learner, metrics)"
+    say, d = (print if verbose else (lambda *a, **k: None)), FEATURE_DEFAULTS
+    hp, device, out = head_settings(epochs, bs, lr, **head_kw), pick_device(device), check_writable(out)
+    root, classes, train, valid = checked_split(data, valid_pct, seed, say, class_map)
     if arch: say(f'architecture: {arch}, weights: {resolve_arch(arch, notify=say)[1]}')
     t0 = time.time()
     emb = get_embedder(bodies_spec(arch, size, bodies), resize=resize)
     cache = FeatureCache(cache_dir, enabled=not no_cache, notify=say)
     say(f'embedding with {emb!r}' + ('' if no_cache else f' (feature cache {cache.dir})'))
-    feats, ok, errors = cache.features(emb, train + valid, d['views'], bs=8, progress=_progress(verbose))
+    feats, ok, errors = cache.features(emb, [p.path for p in train + valid], d['views'], bs=8, progress=_progress(verbose))
     if errors: say(f'skipped {len(errors)} unreadable photo(s), left in place:\n' + '\n'.join(f'  {p}: {why}' for p, why in errors))
     t1 = time.time()
     say(f'features of {len(ok)} photos in {t1 - t0:.1f} s ({cache.stats["hits"]} from the cache, {cache.stats["misses"]} embedded)')
-    feats = power_features(feats, d['power'])
-    valid_set = set(valid)
-    is_valid = np.array([p in valid_set for p in ok], dtype=bool)
-    y = np.array([classes.index(parent_label(p)) for p in ok])
+    feats, photo, valid_set = power_features(feats, d['power']), {p.path: p for p in train + valid}, set(valid)
+    is_valid = np.array([photo[p] in valid_set for p in ok], dtype=bool)
+    y = np.array([classes.index(photo[p].label) for p in ok])
     set_seed(seed)
     head, mean, std = fit_head(feats[~is_valid], y[~is_valid], len(classes), seed=seed, device=device, **hp)
-    metrics = metrics_from_probs(head_probs(head, mean, std, feats[is_valid]), y[is_valid], classes)
+    probs = head_probs(head, mean, std, feats[is_valid])
+    metrics = metrics_from_probs(probs, y[is_valid], classes)
+    src, right = np.array([photo[p].source for p in ok])[is_valid], probs.argmax(1) == y[is_valid]
+    if len(set(src)) > 1: metrics['per_source'] = {s: (float(right[src == s].mean()), int((src == s).sum())) for s in dict.fromkeys(src)}
     t2 = time.time()
-    train_ok, valid_ok = [p for p, v in zip(ok, is_valid) if not v], [p for p, v in zip(ok, is_valid) if v]
+    train_ok, valid_ok = [photo[p] for p, v in zip(ok, is_valid) if not v], [photo[p] for p, v in zip(ok, is_valid) if v]
     try: stats = dict(feature_stats=feature_stats((feats[~is_valid] - mean) / std, y[~is_valid], classes))
     except UserError: stats = {}  # a class without training photos: `extend` then reads the cache or imprints
-    learn = feature_learner(emb, head, mean, std, train_ok, valid_ok, classes, d['views'], d['power'])
+    learn = feature_learner(emb, head, mean, std, [p.path for p in train_ok], [p.path for p in valid_ok], classes, d['views'],
+                            d['power'], label=photo_labeller(train_ok + valid_ok))
     learn.recycle_meta = dict(recipe='features', embedder=emb.meta, bodies=emb.key, views=list(d['views']), power=d['power'],
                               image_size=emb.base, resize=emb.resize, classes=classes, head=hp, seed=seed,
                               n_train=len(train_ok), n_valid=len(valid_ok), skipped=[(str(p), w) for p, w in errors],
-                              **stats, **_versions(), **training_record(root, train_ok, valid_ok))
+                              **stats, **training_versions(), **data_record(data, train_ok, valid_ok, class_map))
     metrics.update(recipe='features', embed_seconds=round(t1 - t0, 1), train_seconds=round(t2 - t1, 1),
                    cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, device=device, **hp)
-    export_learner(to_cpu(learn), out, metrics)
-    _write_onnx(learn, out, say)
+    export_model(learn, out, metrics, say)
     return learn, metrics
 
 # %% ../nbs/03_train.ipynb #e5089dbb
@@ -250,12 +197,6 @@ def _progress(verbose: bool):
             if n > 4 and i % max(1, n // 4) == 0: print(f'  embedding: {i * 100 // n}%', flush=True)
             yield b
     return lines
-
-def _versions() -> dict:
-    "The versions and date an export records"
-    import fastai, torchvision
-    return dict(package_version=package_version(), torch=torch.__version__, torchvision=torchvision.__version__,
-                fastai=fastai.__version__, created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
 
 # %% ../nbs/03_train.ipynb #4f34d5cb
 class FastCPUBatches(Callback):
@@ -285,13 +226,13 @@ def finetune_settings(epochs=None, freeze_epochs=None, size=None, bs=None, lr=No
 
 def finetune_learner(train, valid, classes, backbone, size: int, bs: int, squish: bool = False, seed: int = 42,
                      device='cpu', num_workers: int = 0, head_only: bool = False, cbs=None) -> Learner:
-    "fastai's `vision_learner` on `backbone` for the photos `train` + `valid` (labelled by folder), on `device`"
+    "fastai's `vision_learner` on `backbone` for the photos (`layout.Photo`s) `train` + `valid`, on `device`"
     set_seed(seed, reproducible=True)
-    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=list(classes))), get_y=parent_label,
+    block = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock(vocab=list(classes))), get_y=photo_labeller(train + valid),
                       splitter=IndexSplitter(range(len(train), len(train) + len(valid))),
                       item_tfms=resize_tfm(size, 'squish') if squish else RandomResizedCrop(size, min_scale=0.5),
                       batch_tfms=[*aug_transforms(), Normalize.from_stats(*arch_stats(backbone))])
-    dls = block.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, device=torch.device(device))
+    dls = block.dataloaders([p.path for p in train + valid], bs=bs, num_workers=num_workers, device=torch.device(device))
     learn = vision_learner(dls, backbone.arch, weights=backbone.weights, metrics=accuracy, train_bn=not head_only,
                            loss_func=CrossEntropyLossFlat(), cbs=cbs)
     return learn.to_fp16() if torch.device(device).type == 'cuda' else learn   # mixed precision: fastai's GPU default
@@ -302,12 +243,12 @@ def fit_finetune(learn, epochs: int, freeze_epochs: int, lr: float):
     if epochs == 0: learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr)
     else: learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
 
-def finetune_meta(backbone, source, root, classes, train, valid, size: int) -> dict:
+def finetune_meta(backbone, source, data, classes, train, valid, size: int, class_map: dict | None = None) -> dict:
     "What a fine-tuned export records about itself"
     mean, std = arch_stats(backbone)
     return dict(recipe='finetune', arch=backbone.name, weights=str(backbone.weights or 'ImageNet'), weights_source=source,
                 classes=list(classes), image_size=size, normalize=dict(mean=list(mean), std=list(std)),
-                n_train=len(train), n_valid=len(valid), **_versions(), **training_record(root, train, valid))
+                n_train=len(train), n_valid=len(valid), **training_versions(), **data_record(data, train, valid, class_map))
 
 # %% ../nbs/03_train.ipynb #526f4f85
 def validation_metrics(learn) -> dict:
@@ -316,13 +257,13 @@ def validation_metrics(learn) -> dict:
     return metrics_from_probs(probs.float().cpu().numpy(), targs.cpu().numpy(), list(learn.dls.vocab))
 
 def train_finetune(data, out='models/model.pkl', arch=None, size=None, epochs=None, freeze_epochs=None, bs=None,
-                   lr=None, seed=42, squish=False, valid_pct=0.2, num_workers=None, verbose=True, device=None, **_):
+                   lr=None, seed=42, squish=False, valid_pct=0.2, num_workers=None, verbose=True, device=None, class_map=None, **_):
     "fastai's `fine_tune` of a whole ImageNet network on `device`; export to `out`; (learner, metrics)"
     say = print if verbose else (lambda *a, **k: None)
     s = finetune_settings(epochs, freeze_epochs, size, bs, lr)
     device = pick_device(device)
     out = check_writable(out)
-    root, classes, train, valid = checked_split(data, valid_pct, seed, say)
+    root, classes, train, valid = checked_split(data, valid_pct, seed, say, class_map)
     backbone, source = resolve_arch(arch, notify=say)
     say(f'architecture: {backbone.name} ({backbone.weights or "ImageNet"}), weights: {source}; training on {device}')
     workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -333,9 +274,8 @@ def train_finetune(data, out='models/model.pkl', arch=None, size=None, epochs=No
         fit_finetune(learn, s['epochs'], s['freeze_epochs'], s['lr'])
         metrics = validation_metrics(learn)
     metrics.update(recipe='finetune', train_seconds=round(time.time() - start, 1), **s, arch=backbone.name, squish=squish, device=device)
-    learn.recycle_meta = finetune_meta(backbone, source, root, classes, train, valid, s['size'])
-    export_learner(to_cpu(learn), out, metrics)
-    _write_onnx(learn, out, say)
+    learn.recycle_meta = finetune_meta(backbone, source, data, classes, train, valid, s['size'], class_map)
+    export_model(learn, out, metrics, say)
     return learn, metrics
 
 # %% ../nbs/03_train.ipynb #639b32db
@@ -343,15 +283,17 @@ def train(data, recipe: str = 'features', out='models/model.pkl', arch: str | No
           epochs: int | None = None, bs: int | None = None, lr: float | None = None, seed: int = 42,
           bodies: str | None = None, squish: bool = False, crop: bool = False, freeze_epochs: int | None = None,
           cache_dir=None, no_cache: bool = False, valid_pct: float = 0.2, num_workers: int | None = None,
-          verbose: bool = True, device: str | None = None, **kw):
-    "Train a classifier on the photos in `data` with `recipe`, export it to `out`; return (learner, metrics)"
+          verbose: bool = True, device: str | None = None, class_map=None, **kw):
+    "Train a classifier on the photos in `data` (a folder, or several: sources) with `recipe`, export it to `out`; return (learner, metrics)"
     if recipe not in RECIPES: raise UserError(f'unknown recipe {recipe!r}; choose one of: {", ".join(RECIPES)}')
     if size is not None and size < 32: raise UserError(f'--size {size} is too small; use at least 32 pixels')
     device = pick_device(device)   # a missing GPU is said before any work
+    if isinstance(class_map, (str, Path)): class_map = read_class_map(class_map)
     if recipe == 'finetune':
-        return train_finetune(data, out, arch, size, epochs, freeze_epochs, bs, lr, seed, squish, valid_pct, num_workers, verbose, device)
+        return train_finetune(data, out, arch, size, epochs, freeze_epochs, bs, lr, seed, squish, valid_pct, num_workers,
+                              verbose, device, class_map=class_map)
     return train_features(data, out, arch, size, bodies, 'crop' if crop else 'squish', epochs, bs, lr, seed,
-                          cache_dir, no_cache, valid_pct, verbose, device, **kw)
+                          cache_dir, no_cache, valid_pct, verbose, device, class_map, **kw)
 
 # %% ../nbs/03_train.ipynb #d6e4f327
 def add_command(sub):
@@ -359,17 +301,20 @@ def add_command(sub):
     p = sub.add_parser('train', help='train a classifier on a folder of labelled photos and export it',
                        description='Train a classifier on DATA_DIR (DATA_DIR/<class>/*.jpg, or '
                                    'DATA_DIR/{train,valid}/<class>/*.jpg) and export it (MODEL.pkl, MODEL.onnx, MODEL.json).')
-    p.add_argument('data_dir', metavar='DATA_DIR', help='folder of photos, one subfolder per class')
+    p.add_argument('data_dir', metavar='DATA_DIR', nargs='+', help='folder of photos, one subfolder per class; several folders (sources) are merged by class name')
     add_train_arguments(p)
+    p.add_argument('--map', dest='class_map', metavar='FILE', default=None,
+                   help='YAML class map (class: [folder, ...]) renaming and merging class folders; folders it does not name are left out')
     p.add_argument('--out', default=None, help='where to export the model (default models/<DATA_DIR name>.pkl)')
     p.set_defaults(func=cmd_train)
 
 def cmd_train(args) -> int:
     "Train, print the validation results, export"
-    out = args.out or f'models/{Path(args.data_dir).resolve().name}.pkl'
+    out = args.out or f"models/{'+'.join(Path(d).resolve().name for d in args.data_dir)}.pkl"
     opts = {k: v for k, v in vars(args).items() if k not in ('func', 'data_dir', 'out')}
-    learn, m = train(args.data_dir, out=out, **opts)
+    learn, m = train(args.data_dir if len(args.data_dir) > 1 else args.data_dir[0], out=out, **opts)
     print(f"\nvalidation accuracy: {m['accuracy']:.1%} on {m['n_valid']} photos")
+    for s, (acc, n) in m.get('per_source', {}).items(): print(f'  {s}: {acc:.1%} on {n} photos')
     print(confusion_text(np.array(m['confusion_matrix']), m['classes']))
     print(f'exported to {out} (metrics in {Path(out).with_suffix(".json")})')
     return 0

@@ -309,25 +309,53 @@ def test_moved_validation_photos_still_count_and_missing_ones_are_reported(split
                                    f"(deleted, quarantined or edited); scoring the 59 found"]
     for f in d.glob('*/*/*.jpg'):
         if f.parent.parent.name == 'valid' or f.name.startswith('moved-'): f.unlink()
-    with pytest.raises(UserError, match="none of the model's 60 validation photos"): evaluate(model, d, progress=False)
+    with pytest.raises(UserError, match='the model trained on every photo here'): evaluate(model, d, progress=False)
 
 
-def test_other_folder_scores_everything_and_warns_about_training_photos(flat, tmp_path):
+def test_other_folder_leaves_out_training_photos_and_says_so(flat, tmp_path):
+    "A folder holding a few training photos among others: they are left out by content, and the summary on stdout says so"
     d, model, valid, train = flat
     other = tmp_path/'other'
     picked = sorted(train)[:4] + sorted(valid)[:6]
     for f in map(Path, picked): (other/f.parent.name).mkdir(parents=True, exist_ok=True); shutil.copy(f, other/f.parent.name)
     ev = evaluate(model, other, progress=False)
-    assert len(ev.paths) == 10 and ev.evalset.scope == 'all 10 photos of the folder'
-    assert ev.evalset.warnings[0].startswith('4 of these 10 photos are photos the model trained on (same content)')
+    assert len(ev.paths) == 6 and not ({Path(p).name for p in ev.paths} & {Path(p).name for p in picked[:4]})
+    assert ev.evalset.scope == 'the 6 photos the model did not train on (4 photos it trained on are left out, found by content)'
     r = run_cli('evaluate', model, other, '--out', tmp_path/'rep', '--top-losses', '0', '--cams', '0')
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'warning: 4 of these 10 photos are photos the model trained on' in r.stderr
+    assert '4 photos it trained on are left out' in r.stdout and 'warning' not in r.stderr
     d2 = json.loads((tmp_path/'rep'/'metrics.json').read_text())
-    assert d2['n'] == 10 and d2['warnings'] == ev.evalset.warnings
-    assert 'class=warn>Warning: 4 of these 10 photos' in (tmp_path/'rep'/'report.html').read_text()
+    assert d2['n'] == 6 and d2['warnings'] == []
     for f in map(Path, picked[:4]): (other/f.parent.name/f.name).unlink()
-    assert evaluate(model, other, progress=False).evalset.warnings == []  # unseen photos only: nothing to warn about
+    assert evaluate(model, other, progress=False).evalset.scope == 'all 6 photos of the folder'
+
+
+def test_moved_training_folder_scores_exactly_the_recorded_validation_photos(flat, tmp_path):
+    "Trained in one checkout, evaluated on a copy in another: the copy's validation photos, found by content"
+    d, model, valid, train = flat
+    moved = tmp_path/'clone'/'data'
+    shutil.copytree(d, moved)
+    ev = evaluate(model, moved, progress=False)
+    assert sorted(Path(p).name for p in ev.paths) == sorted(Path(p).name for p in valid)
+    assert ev.evalset.scope.startswith('the 48 validation photos recorded') and ev.evalset.warnings == []
+
+
+def test_map_scores_a_folder_whose_class_names_differ(flat, tmp_path):
+    d, model, valid, train = flat
+    web = tmp_path/'web'
+    for folder, src in [('brown-glass', 'glass'), ('tins', 'metal'), ('battery', 'paper')]:   # photos the model did not train on
+        (web/folder).mkdir(parents=True)
+        for f in sorted(p for p in map(Path, valid) if p.parent.name == src)[:2]: shutil.copy(f, web/folder)
+    cmap = tmp_path/'map.yaml'
+    cmap.write_text('glass: [brown-glass]\nmetal: [tins]\n')
+    r = run_cli('evaluate', model, web, '--map', cmap, '--out', tmp_path/'rep', '--top-losses', '0', '--cams', '0')
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((tmp_path/'rep'/'metrics.json').read_text())
+    assert {c: v['support'] for c, v in m['per_class'].items() if v['support']} == {'glass': 2, 'metal': 2}
+    cmap.write_text('glass: [green-glass]\n')
+    r = run_cli('evaluate', model, web, '--map', cmap, '--out', tmp_path/'rep2')
+    assert r.returncode != 0 and 'no dataset has: green-glass' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
 
 
 def test_models_without_a_training_record_are_evaluated_as_before_with_a_warning(tmp_path):

@@ -16,6 +16,7 @@ from fastai.vision.all import parent_label
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]
 root, classes, train, valid = training_split(ROOT.parent/'shared'/'datasets'/'trashnet')
+train, valid = [p.path for p in train], [p.path for p in valid]
 f, ok, _ = FeatureCache().features(get_embedder(D['bodies']), train + valid, D['views'])
 y = np.array([classes.index(parent_label(p)) for p in ok])
 vs = set(valid); isv = np.array([p in vs for p in ok])
