@@ -25,6 +25,7 @@ COMMANDS = {  # command: (module under recycle_classifier that defines it, one l
     'clean': ('clean', 'find wrong labels, duplicates and junk; apply decisions with undo'),
     'fewshot': ('fewshot', 'few-shot classes from a handful of photos (prototypes, no retraining)'),
     'extend': ('fewshot', 'teach a trained model a new class from about five photos'),
+    'adapt': ('adapt', 'adapt a trained model to a site from a few labelled photos of it (seconds)'),
     'export': ('cli', 'write the ONNX file of an exported model (for services; no torch needed to run it)'),
     'app': ('app', 'serve the photo-sorting app in a browser (Voila)'),
     'demo': ('cli', 'train on the embedded TrashNet sample, export, reload and classify'),

@@ -5,12 +5,13 @@ ship inside the package (the app, the default recycling rules, the embedded samp
 
 # %% ../nbs/00_core.ipynb #721683cd
 from __future__ import annotations
-import importlib, os
+import importlib, os, sys
 from importlib import resources
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SAMPLE_DIR', 'APP_NOTEBOOK', 'GUIDELINES_DIR', 'UserError', 'BadImage', 'resource', 'package_version']
+__all__ = ['SAMPLE_DIR', 'APP_NOTEBOOK', 'GUIDELINES_DIR', 'UserError', 'BadImage', 'resource', 'package_version', 'say_err',
+           'progress']
 
 # %% ../nbs/00_core.ipynb #2f2e322c
 class UserError(Exception):
@@ -34,6 +35,24 @@ GUIDELINES_DIR = Path(str(resources.files('recycle_classifier') / 'resources' / 
 def package_version() -> str:
     "This package's version"
     return importlib.import_module('recycle_classifier').__version__
+
+# %% ../nbs/00_core.ipynb #54bbfd59
+def say_err(*args):
+    "Print a note or warning on stderr (stdout is for results)"
+    print(*args, file=sys.stderr, flush=True)
+
+def progress(items, desc: str | None = None, enabled: bool = True):
+    "`items` with a progress bar in a notebook (fastprogress) or on a terminal (tqdm, on stderr), plain everywhere else"
+    if not enabled: return items
+    from fastprogress.core import IN_NOTEBOOK
+    if IN_NOTEBOOK:
+        from fastprogress.fastprogress import progress_bar
+        bar = progress_bar(items, leave=False)
+        if desc: bar.comment = desc
+        return bar
+    if not sys.stderr.isatty(): return items
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
 
 # %% ../nbs/00_core.ipynb #9ef0f3b1
 _MOVED = dict(IMAGE_EXTS='layout', is_image_file='layout', list_files='layout', image_files='layout',

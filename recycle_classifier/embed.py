@@ -22,7 +22,8 @@ __all__ = ['LITE_NAMES', 'VIEWS', 'RESIZES', 'PRECISION_ENV', 'ENGINES', 'DEFAUL
            'POWER_EPS', 'backbone_names', 'frozen_body', 'resize_matrix', 'FrozenBody', 'view_of', 'check_resize',
            'resize_tfm', 'load_batch', 'bf16_supported', 'onnxruntime_available', 'TorchEngine', 'OrtEngine',
            'pick_engine', 'Embedder', 'MultiEmbedder', 'parse_spec', 'get_embedder', 'default_embedder',
-           'default_cache_dir', 'FeatureCache', 'FeatureClassifier', 'standardise', 'power_features', 'feature_model']
+           'default_cache_dir', 'FeatureCache', 'embedder_from_meta', 'FeatureClassifier', 'standardise',
+           'power_features', 'feature_model']
 
 # %% ../nbs/00e_embed.ipynb #c413673d
 LITE_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
@@ -371,6 +372,27 @@ def _touch(self, embedder, paths, views=('orig',)):
                 except FileNotFoundError: pass
 
 FeatureCache.prune, FeatureCache.touch = _prune, _touch
+
+# %% ../nbs/00e_embed.ipynb #79e1b0dd
+def _lookup(self, embedder, shas, views=('orig',)) -> tuple[np.ndarray, np.ndarray]:
+    "Cached features `(n_found, len(views), dim)` of photos known only by their content hashes, and which of `shas` were found"
+    rows, found = [], []
+    for sha in shas:
+        got = [[self.get(e.key, v, sha, e.dim) for e in embedder.parts] for v in views]
+        found.append(all(a is not None for vs in got for a in vs))
+        if found[-1]: rows.append(np.stack([np.concatenate(vs) for vs in got]))
+    feats = np.stack(rows) if rows else np.zeros((0, len(views), embedder.dim), np.float32)
+    return feats, np.array(found, dtype=bool)
+
+FeatureCache.lookup = _lookup
+
+def embedder_from_meta(meta: dict):
+    "The shared embedder an export's metadata (`embedder`) describes, or `None` when it describes none"
+    emb = (meta or {}).get('embedder')
+    if not isinstance(emb, dict): return None
+    parts = emb.get('parts') or [emb]
+    try: return get_embedder('+'.join(f"{p['arch']}@{int(p['size'])}" for p in parts), resize=parts[0]['resize'])
+    except (KeyError, TypeError, ValueError): return None
 
 # %% ../nbs/00e_embed.ipynb #f547523b
 POWER_EPS = 1e-6   # features are clamped here before a power below 1: finite gradients (Grad-CAM) at 0

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import UserError, BadImage
+from .core import UserError, BadImage, progress as progress_fn
 from .fileio import atomic_write, file_sha256
 from .layout import walk_dataset, walk_sources, read_class_map, expand_paths
 from .images import open_image
@@ -141,11 +141,10 @@ def as_predictor(model) -> Predictor:
 
 def predict_files(pred: Predictor, paths, bs: int = 32, progress: bool = True):
     "Probabilities (n, classes) for the photos in `paths` that open, their indices, and (path, reason) for the rest"
-    from fastprogress.fastprogress import progress_bar
     index = {p: i for i, p in enumerate(paths)}
     chunks = [paths[i:i + bs] for i in range(0, len(paths), bs)]
     probs, kept, failed = [], [], []
-    for chunk in (progress_bar(chunks) if progress and chunks else chunks):
+    for chunk in progress_fn(chunks, 'classifying', progress and bool(chunks)):
         ok, bad = pred.open_images(chunk)
         failed += bad
         if ok:

@@ -14,7 +14,7 @@ import torch
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, parent_label, Learner,
                                vision_learner, accuracy, Callback, set_seed, CrossEntropyLossFlat, aug_transforms,
                                Normalize, RandomResizedCrop)
-from .core import UserError
+from .core import UserError, progress
 from .fileio import check_writable, file_sha256
 from .layout import walk_sources, source_folders, read_class_map, FolderLabel
 from .data import scan_dataset, dataset_report, check_trainable
@@ -156,7 +156,7 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     emb = get_embedder(bodies_spec(arch, size, bodies), resize=resize)
     cache = FeatureCache(cache_dir, enabled=not no_cache, notify=say)
     say(f'embedding with {emb!r}' + ('' if no_cache else f' (feature cache {cache.dir})'))
-    feats, ok, errors = cache.features(emb, [p.path for p in train + valid], d['views'], bs=8, progress=_progress(verbose))
+    feats, ok, errors = cache.features(emb, [p.path for p in train + valid], d['views'], bs=8, progress=lambda b: progress(b, 'embedding', verbose))
     if errors: say(f'skipped {len(errors)} unreadable photo(s), left in place:\n' + '\n'.join(f'  {p}: {why}' for p, why in errors))
     t1 = time.time()
     say(f'features of {len(ok)} photos in {t1 - t0:.1f} s ({cache.stats["hits"]} from the cache, {cache.stats["misses"]} embedded)')
@@ -183,20 +183,6 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
                    cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, device=device, **hp)
     export_model(learn, out, metrics, say)
     return learn, metrics
-
-# %% ../nbs/03_train.ipynb #e5089dbb
-def _progress(verbose: bool):
-    "A progress bar on a terminal; a few plain log lines otherwise (no bar fragments in logs)"
-    if not verbose: return None
-    if sys.stderr.isatty():
-        from fastprogress.fastprogress import progress_bar
-        return progress_bar
-    def lines(batches):
-        n = len(batches)
-        for i, b in enumerate(batches):
-            if n > 4 and i % max(1, n // 4) == 0: print(f'  embedding: {i * 100 // n}%', flush=True)
-            yield b
-    return lines
 
 # %% ../nbs/03_train.ipynb #4f34d5cb
 class FastCPUBatches(Callback):
