@@ -210,6 +210,6 @@
     }
   }
 
-  window.RCApp = { verdict, pct, state };
+  window.RCApp = { verdict, pct, state, decode };   // for tests and benchmarks
   start();
 })();
