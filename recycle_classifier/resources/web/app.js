@@ -187,8 +187,10 @@
       ort.env.wasm.wasmPaths = new URL('ort/', location.href).href;
       ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
       ort.env.logLevel = 'error';
-      const model = await fetchBytes(config.model);
+      const t0 = performance.now(), model = await fetchBytes(config.model), t1 = performance.now();
       state.session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+      // ms spent fetching the model, and starting the runtime (compiling its WebAssembly) and the model's session
+      window.rcTimings = { model_fetch_ms: t1 - t0, session_ms: performance.now() - t1 };
       const missing = config.classes.filter(c => !config.rules.class_bins[c]);
       if (missing.length) $('rc-note').textContent = `The rules "${config.rules.name}" have no bin for: ${missing.join(', ')}.`;
       $('rc-foot').textContent = `Model ${config.name}: ${config.classes.length} classes, ${config.preprocess.size.join('x')} px; ` +
