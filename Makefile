@@ -10,7 +10,19 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 .PHONY: demo test install export readme bench clean-venv
 .DEFAULT_GOAL := demo
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# ONNX Runtime Web for `recycle-classifier export MODEL --web DIR` (the app that classifies in the visitor's
+# browser): the version pinned in package.json and package-lock.json comes from the npm registry when the package
+# is built, and only the files the page loads are copied into the package (git-ignored, shipped in the wheel).
+ORT_DIR := recycle_classifier/resources/web/ort
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs
+
+$(ORT_DIR)/ort.wasm.min.js: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && mkdir -p $(ORT_DIR) && \
+	  cp $(addprefix node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/ && touch $@; \
+	else echo "warning: npm not found, so 'recycle-classifier export --web' has no ONNX Runtime Web: install Node.js and npm, then run make install"; fi
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml | $(ORT_DIR)/ort.wasm.min.js
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and alone: pip takes these exact versions from the local wheel store
 	$(PIP) install torch==2.14.1 torchvision==0.29.1

@@ -1345,4 +1345,14 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                           'recycle_classifier.train.training_split': ( 'train.html#training_split',
                                                                                        'recycle_classifier/train.py'),
                                           'recycle_classifier.train.validation_metrics': ( 'train.html#validation_metrics',
-                                                                                           'recycle_classifier/train.py')}}}
+                                                                                           'recycle_classifier/train.py')},
+            'recycle_classifier.web': { 'recycle_classifier.web._check_dest': ('web.html#_check_dest', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web._digest': ('web.html#_digest', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.check_web_meta': ('web.html#check_web_meta', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.describe_export': ('web.html#describe_export', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.export_web': ('web.html#export_web', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.model_onnx': ('web.html#model_onnx', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.rules_config': ('web.html#rules_config', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.runtime_files': ('web.html#runtime_files', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.runtime_version': ('web.html#runtime_version', 'recycle_classifier/web.py'),
+                                        'recycle_classifier.web.web_config': ('web.html#web_config', 'recycle_classifier/web.py')}}}

@@ -94,18 +94,33 @@ def add_export_command(sub):
     "The `export` subcommand"
     p = sub.add_parser('export', help=COMMANDS['export'][1],
                        description='Write MODEL.onnx beside an exported learner MODEL.pkl (or at --out), with the '
-                                   'metadata a predictor needs; --quantize also writes an int8 copy and reports its accuracy change.')
-    p.add_argument('model', metavar='MODEL', help='exported learner (.pkl)')
+                                   'metadata a predictor needs; --quantize also writes an int8 copy and reports its accuracy change. '
+                                   'With --web DIR: a static web app in DIR (page, the ONNX model, the rules, ONNX Runtime Web) '
+                                   'that classifies photos in the visitor\'s browser; any static file server serves it.')
+    p.add_argument('model', metavar='MODEL', help='exported learner (.pkl); with --web also its .onnx file')
     p.add_argument('--onnx', action='store_true', default=True, help='write ONNX (the only format, and the default)')
     p.add_argument('--out', default=None, help='where to write (default: MODEL with suffix .onnx)')
     p.add_argument('--quantize', action='store_true', help='also write an int8-quantised MODEL.int8.onnx')
+    g = p.add_argument_group('the app without a server')
+    g.add_argument('--web', metavar='DIR', help='write the static web app into folder DIR (new, empty, or an earlier --web export)')
+    g.add_argument('--guidelines', metavar='FILE', help='with --web: the rules file for the bins (default: the package\'s default rules)')
+    g.add_argument('--threshold', type=float, default=None, help='with --web: below this probability the page says it is not sure (default 0.6)')
     p.set_defaults(func=cmd_export)
 
 def cmd_export(args) -> int:
-    "Convert an exported learner to ONNX"
-    from recycle_classifier.onnx_export import export_onnx
-    out = export_onnx(args.model, args.out, quantize=args.quantize, verbose=True)
-    print(f'wrote {out}')
+    "Convert an exported learner to ONNX, or (--web) write the static web app"
+    if not args.web:
+        if args.guidelines or args.threshold is not None: raise UserError('--guidelines and --threshold go with --web DIR')
+        from recycle_classifier.onnx_export import export_onnx
+        out = export_onnx(args.model, args.out, quantize=args.quantize, verbose=True)
+        print(f'wrote {out}')
+        return 0
+    if args.quantize or args.out:
+        raise UserError('--web writes a folder from one ONNX file: export the int8 copy first (export MODEL.pkl --quantize), '
+                        'then give MODEL.int8.onnx with --web; --out does not apply')
+    from recycle_classifier.web import export_web, describe_export, DEFAULT_THRESHOLD
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    print(describe_export(export_web(args.model, args.web, args.guidelines, threshold)))
     return 0
 
 # %% ../nbs/09_cli.ipynb #ffe85daa
