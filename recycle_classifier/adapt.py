@@ -16,11 +16,11 @@ from .layout import walk_dataset
 from .learner import load_learner, learner_info
 from .embed import FeatureCache, FeatureClassifier, embedder_from_meta, power_features
 from .protomodel import feature_stats
-from .head import fit_head, head_probs, feature_learner, photo_labeller, export_model
+from .head import fit_head, head_probs, class_balanced, feature_learner, photo_labeller, export_model
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'ADAPT_DEFAULTS', 'site_photos', 'training_features', 'site_weights', 'mixed_stats', 'adapted_meta',
-           'adapt', 'add_command', 'cmd_adapt']
+__all__ = ['UNLABELLED', 'ADAPT_DEFAULTS', 'site_photos', 'training_features', 'site_weights', 'adapt_weights', 'mixed_stats',
+           'adapted_meta', 'adapt', 'add_command', 'cmd_adapt']
 
 # %% ../nbs/07b_adapt.ipynb #c71e553d
 UNLABELLED = 'unlabelled'
@@ -67,12 +67,18 @@ def training_features(meta: dict, emb, views, cache: FeatureCache, say=print) ->
     return feats, np.asarray(y)[found]
 
 # %% ../nbs/07b_adapt.ipynb #e744d539
-ADAPT_DEFAULTS = dict(site_share=0.3, stats_share=0.3)
+ADAPT_DEFAULTS = dict(site_share=0.15, stats_share=0.)
 
 def site_weights(n_base: int, n_site: int, share: float) -> np.ndarray:
     "Per-photo weights giving `n_site` photos `share` of the total, however few they are among `n_base`"
     if not 0 < share < 1: raise UserError(f'site share {share}: give a fraction between 0 and 1')
     return np.r_[np.ones(n_base), np.full(n_site, share / (1 - share) * n_base / max(n_site, 1))].astype(np.float32)
+
+def adapt_weights(yb, ys, n_classes: int, share: float, balance: bool = True) -> np.ndarray:
+    "Per-photo weights of base and site photos: the site's `share` of the loss, each part class-balanced as the base model was trained"
+    w = site_weights(len(yb), len(ys), share)
+    if balance: w *= np.r_[class_balanced(yb, n_classes), class_balanced(ys, n_classes)]
+    return w
 
 def mixed_stats(base: np.ndarray, site: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
     "Per-feature mean and spread of features `(n, views, dim)`, the site's rows weighted to `share` of the total"
@@ -136,9 +142,10 @@ def adapt(model, site, out=None, cache_dir=None, no_cache: bool = False, site_sh
     site_f, ys, kept, free = _site_features(emb, photos, unlabelled, views, cache, classes, say)
     base, site_f, free = (power_features(f, power) for f in (base, site_f, free))
     set_seed(seed)
+    hp = {k: v for k, v in meta['head'].items() if k != 'balance'}
     head, mean, std = fit_head(np.concatenate([base, site_f]), np.r_[yb, ys], len(classes), seed=seed,
-                               weights=site_weights(len(base), len(site_f), s['site_share']),
-                               mean_std=mixed_stats(base, np.concatenate([site_f, free]), s['stats_share']), **meta['head'])
+                               weights=adapt_weights(yb, ys, len(classes), s['site_share'], meta['head'].get('balance', False)),
+                               mean_std=mixed_stats(base, np.concatenate([site_f, free]), s['stats_share']) if s['stats_share'] else None, **hp)
     vf, vy = _base_valid(meta, emb, views, cache, classes)
     vf = power_features(vf, power)
     metrics = dict(recipe='features', adapted=True, site_photos=len(kept), unlabelled=len(free), base_photos=len(base), **s,

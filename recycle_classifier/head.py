@@ -19,8 +19,8 @@ from .layout import FolderLabel
 from .embed import standardise, feature_model, resize_tfm, VIEWS
 
 # %% auto #0
-__all__ = ['make_head', 'dropout_mask', 'training_forward', 'fit_head', 'head_probs', 'metrics_from_probs', 'photo_dls',
-           'feature_learner', 'photo_labeller', 'training_versions', 'write_onnx_twin', 'export_model']
+__all__ = ['make_head', 'dropout_mask', 'training_forward', 'class_balanced', 'fit_head', 'head_probs', 'metrics_from_probs',
+           'photo_dls', 'feature_learner', 'photo_labeller', 'training_versions', 'write_onnx_twin', 'export_model']
 
 # %% ../nbs/02b_head.ipynb #90b7b0f4
 def make_head(dim: int, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5) -> nn.Module:
@@ -41,21 +41,29 @@ def training_forward(head: nn.Sequential, x: torch.Tensor, rng: np.random.Genera
     return x
 
 # %% ../nbs/02b_head.ipynb #165c478a
+def class_balanced(y, n_classes: int) -> np.ndarray:
+    "Per-photo weights under which every class weighs the same in the loss, whatever its photo count (mean 1)"
+    y = np.asarray(y)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float32)
+    return (len(y) / (n_classes * np.maximum(counts, 1)))[y].astype(np.float32)
+
 def _loss(logits, t, w, label_smoothing: float):
-    "Cross-entropy of a batch, weighted per example when `w` is given"
+    "Cross-entropy of a batch, weighted per example when `w` (mean 1 over all examples) is given"
     if w is None: return F.cross_entropy(logits, t, label_smoothing=label_smoothing)
-    return (F.cross_entropy(logits, t, label_smoothing=label_smoothing, reduction='none') * w).sum() / w.sum()
+    return (F.cross_entropy(logits, t, label_smoothing=label_smoothing, reduction='none') * w).mean()
 
 def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5,
              epochs: int = 40, bs: int = 128, lr: float = 2e-3, wd: float = 0.05, label_smoothing: float = 0.1,
-             seed: int = 42, device: str = 'cpu', weights=None, mean_std=None) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+             seed: int = 42, device: str = 'cpu', weights=None, mean_std=None, balance: bool = False) -> tuple[nn.Module, np.ndarray, np.ndarray]:
     "Train the head on features `(n, views, dim)` on `device`; return it (eval mode, on the CPU) with the standardisation (mean, std)"
     torch.manual_seed(seed)
     mean, std = mean_std if mean_std is not None else standardise(feats)
     n, v, d = feats.shape
     x = torch.from_numpy(((feats - mean) / std).reshape(-1, d).astype(np.float32)).to(device)
     t = torch.as_tensor(np.repeat(np.asarray(y), v), dtype=torch.long).to(device)
-    w = None if weights is None else torch.as_tensor(np.repeat(np.asarray(weights, np.float32), v)).to(device)
+    if balance: weights = class_balanced(y, n_classes) * (1 if weights is None else np.asarray(weights, np.float32))
+    w = None if weights is None else np.repeat(np.asarray(weights, np.float32), v)
+    w = None if w is None else torch.as_tensor(w / w.mean()).to(device)
     head = make_head(d, n_classes, hidden, in_drop, drop).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
     steps = (len(x) + bs - 1) // bs

@@ -28,16 +28,15 @@ from .head import (make_head, fit_head, head_probs, metrics_from_probs, feature_
                                      export_model)
 
 # %% auto #0
-__all__ = ['RECIPES', 'DEFAULT_BODIES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments',
-           'pick_device', 'to_cpu', 'training_split', 'checked_split', 'data_record', 'bodies_spec', 'head_settings',
-           'train_features', 'FastCPUBatches', 'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta',
+__all__ = ['RECIPES', 'FEATURE_DEFAULTS', 'FINETUNE_DEFAULTS', 'TRAIN_OPTIONS', 'add_train_arguments', 'pick_device', 'to_cpu',
+           'training_split', 'checked_split', 'data_record', 'bodies_spec', 'head_settings', 'train_features',
+           'FastCPUBatches', 'finetune_settings', 'finetune_learner', 'fit_finetune', 'finetune_meta',
            'validation_metrics', 'train_finetune', 'train', 'add_command', 'cmd_train']
 
 # %% ../nbs/03_train.ipynb #9aa91f3f
 RECIPES = ('features', 'finetune')
-DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'
 FEATURE_DEFAULTS = dict(bodies=DEFAULT_BODIES, resize='squish', views=VIEWS, power=0.5, hidden=512, in_drop=0.5, drop=0.5,
-                        epochs=40, bs=128, lr=2e-3, wd=0.05, label_smoothing=0.1, seed=42, valid_pct=0.2)
+                        epochs=40, bs=128, lr=2e-3, wd=0.05, label_smoothing=0.1, balance=True, seed=42, valid_pct=0.2)
 FINETUNE_DEFAULTS = dict(epochs=4, size=224, bs=32, lr=2e-3, freeze_epochs=1, seed=42, valid_pct=0.2)
 
 TRAIN_OPTIONS = [  # (flag, argparse keywords): the CLI adds these to `train`
@@ -139,7 +138,7 @@ def head_settings(epochs=None, bs=None, lr=None, **head_kw) -> dict:
     "The head's hyper-parameters: `FEATURE_DEFAULTS` for those not given, checked"
     d = FEATURE_DEFAULTS
     hp = dict(epochs=d['epochs'] if epochs is None else epochs, bs=bs or d['bs'], lr=lr or d['lr'], hidden=d['hidden'], in_drop=d['in_drop'],
-              drop=d['drop'], wd=d['wd'], label_smoothing=d['label_smoothing'], **head_kw)
+              drop=d['drop'], wd=d['wd'], label_smoothing=d['label_smoothing'], balance=d['balance'], **head_kw)
     if hp['epochs'] < 1: raise UserError('nothing to train: --epochs must be at least 1')
     if hp['bs'] < 1: raise UserError('--bs must be at least 1')
     return hp
