@@ -281,8 +281,9 @@ class ExtendedPredictor(Predictor):
 
     def predict_probs(self, images) -> np.ndarray:
         "Class probabilities `(n, classes)` of a list of RGB PIL images"
-        from recycle_classifier.learner import LearnerPredictor
-        if self.net is None: return LearnerPredictor.predict_probs(self, images)
+        if self.net is None:
+            from recycle_classifier.learner import LearnerPredictor
+            return LearnerPredictor.predict_probs(self, images)
         if not len(images): return np.zeros((0, len(self.classes)), np.float32)
         logits, feats = self.net.run_outputs(images, [self.net.outputs['logits'], self.net.outputs['features']])
         w, b = self.weight.numpy(), self.bias.numpy()
@@ -294,8 +295,9 @@ class ExtendedPredictor(Predictor):
 
     def explain(self, image, px: int = 320):
         "Grad-CAM on the extended learner when the base `.pkl` is at hand, else no heatmap"
+        if self.learn is None: return super().explain(image, px)
         from recycle_classifier.learner import LearnerPredictor
-        return LearnerPredictor.explain(self, image, px) if self.learn is not None else super().explain(image, px)
+        return LearnerPredictor.explain(self, image, px)
 
 # %% ../nbs/00k_protomodel.ipynb #9376189f
 STATS_FORMAT = 'recycle_classifier.feature_stats/1'
