@@ -99,12 +99,13 @@ def _stamp(path: Path, suffix: str):
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, stamp, need_learner: bool = False) -> Predictor:
-    suffix = Path(path).suffix.lower()
+    suffix, note = Path(path).suffix.lower(), None
     if suffix in TWINS and not need_learner:
         pred, note = _resolve(TWINS[suffix][1])(path)
         if pred is not None: return pred
-        if note: print(f'note: {note}', file=sys.stderr)
-    return _predictor_class(suffix)(path)
+    pred = _predictor_class(suffix)(path)
+    if note: print(f'note: {note}', file=sys.stderr)   # once it loaded: a file that does not load gets its error alone
+    return pred
 
 def load_predictor(path, need_learner: bool = False) -> Predictor:
     "The `Predictor` for the model file at `path` (any registered format; a verified faster twin unless `need_learner`), or a `UserError` saying why not"
