@@ -50,8 +50,8 @@ def add_predict_command(sub):
     p.set_defaults(func=cmd_predict)
 
 def _brief(v):
-    "A metadata value for people: long lists are counted, not printed"
-    if isinstance(v, list): return f'{len(v)} items' if len(v) > 12 else ', '.join(map(str, v))
+    "A metadata value for people: long lists are counted, not printed; dicts and lists in them as JSON"
+    if isinstance(v, list): return f'{len(v)} items' if len(v) > 12 else ', '.join(json.dumps(x) if isinstance(x, (dict, list)) else str(x) for x in v)
     return json.dumps(v) if isinstance(v, dict) else v
 
 def print_info(meta: dict, as_json: bool, out=sys.stdout):

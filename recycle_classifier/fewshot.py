@@ -300,7 +300,7 @@ class Extension:
     def __init__(self, model, warn=_warn):
         model = Path(model)
         if model.suffix.lower() == '.extended':
-            pred = ExtendedPredictor(model)
+            pred = ExtendedPredictor(model, need_learner=True)   # teaching more classes needs the learner
             self.base_path, self.learn, meta = pred.base_path, pred.learn, pred.ext_meta
             self.added = {a['class']: dict(a) for a in meta['added']}
             ext = pred.learn.model.get_submodule(head_site(pred.learn.model, len(pred.classes))[0])
@@ -336,7 +336,6 @@ class Extension:
         if self.embedder is None: return head_features(self.learn, list(images))
         m = self.learn.model
         return m.standardised(torch.from_numpy(self.embedder.embed(list(images), views=m.views)))
-
 
 # %% ../nbs/07_fewshot.ipynb #db171e91
 def _ext_add(self: Extension, name: str, images, replace: bool = False, bin: str | None = None, tip: str | None = None,

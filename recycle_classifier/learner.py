@@ -6,7 +6,7 @@ earlier versions still load."""
 
 # %% ../nbs/00f_learner.ipynb #73172907
 from __future__ import annotations
-import io, json, pickle, types
+import hashlib, io, json, pickle, types
 from pathlib import Path
 from PIL import Image
 from fastai.learner import Learner, load_learner as fastai_load_learner
@@ -19,10 +19,11 @@ from .fileio import atomic_path, atomic_write, check_writable, file_sha256
 from .images import open_image, to_rgb
 from .predictor import Predictor, result_record
 import numpy as np
+import torch
 
 # %% auto #0
 __all__ = ['INFERENCE_CALLBACKS', 'compat_pickle', 'SafePILImage', 'training_callbacks', 'photo_records', 'training_record',
-           'export_learner', 'load_learner', 'learner_info', 'LearnerPredictor']
+           'weights_sha256', 'export_learner', 'load_learner', 'learner_info', 'LearnerPredictor']
 
 # %% ../nbs/00f_learner.ipynb #406ce478
 class SafePILImage(PILImage):
@@ -54,16 +55,26 @@ def training_record(root, train_paths, valid_paths) -> dict:
     return dict(trained_on=str(Path(root).resolve()), valid_items=photo_records(valid_paths, root),
                 train_sha256=sorted(file_sha256(p) for p in train_paths))
 
+def weights_sha256(model) -> str:
+    "A fingerprint of a network: the SHA-256 of its weights and buffers, names included"
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode()); h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 def export_learner(learn, out, metrics: dict | None = None) -> Path:
-    "Export `learn` to `out` atomically without its training callbacks; its metadata and `metrics` go to `out`.json"
+    "Export `learn` to `out` atomically without its training callbacks; its metadata, `metrics` and the file's hash go to `out`.json"
     out = check_writable(out)
     extra = training_callbacks(learn)
     learn.remove_cbs(extra)
+    learn.__dict__.pop('exported_as', None)   # never pickled
     try:
         with atomic_path(out) as tmp: learn.export(tmp.absolute())
     finally: learn.add_cbs(extra)
     meta = getattr(learn, 'recycle_meta', {}) or {}
-    atomic_write(out.with_suffix('.json'), json.dumps(dict(model=meta, metrics=metrics or {}), indent=2))
+    sha = file_sha256(out)
+    atomic_write(out.with_suffix('.json'), json.dumps(dict(file=dict(name=out.name, sha256=sha), model=meta, metrics=metrics or {}), indent=2))
+    learn.exported_as = dict(file=str(out.resolve()), sha256=sha, weights=weights_sha256(learn.model))
     return out
 
 # %% ../nbs/00f_learner.ipynb #c5e665ea

@@ -5,7 +5,7 @@ activation (softmax), plus the metadata `onnx_predict` needs, checked against fa
 
 # %% ../nbs/00j_onnx_export.ipynb #f8d0afe6
 from __future__ import annotations
-import contextlib, io, json, warnings
+import contextlib, io, json, re, sys, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,13 +14,14 @@ from .core import UserError, SAMPLE_DIR, package_version
 from .fileio import atomic_path, file_sha256
 from .layout import image_files
 from .images import open_image
-from .learner import SafePILImage, load_learner, learner_info
-from .onnx_predict import META_KEY, META_FORMAT, OnnxPredictor, to_batch
+from .learner import SafePILImage, load_learner, learner_info, weights_sha256
+from .onnx_predict import META_KEY, META_FORMAT, CLASSES_KEY, OnnxPredictor, to_batch
 
 # %% auto #0
-__all__ = ['OPSET', 'TOLERANCE', 'preprocess_spec', 'WithActivation', 'FromPixels', 'export_graph', 'check_photos',
-           'fastai_probs', 'onnx_max_diff', 'onnx_meta', 'write_meta', 'export_onnx', 'labelled_photos', 'compare',
-           'quantize_onnx', 'read_meta_file', 'quantization_summary']
+__all__ = ['OPSET', 'TOLERANCE', 'PRIVATE_KEYS', 'OUTPUT_DOCS', 'preprocess_spec', 'WithActivation', 'FromPixels',
+           'extension_tap', 'export_graph', 'check_photos', 'fastai_probs', 'onnx_max_diff', 'exported_from',
+           'public_info', 'onnx_meta', 'model_doc', 'write_meta', 'graph_outputs', 'export_onnx', 'labelled_photos',
+           'compare', 'quantize_onnx', 'read_meta_file', 'quantization_summary']
 
 # %% ../nbs/00j_onnx_export.ipynb #e8117538
 OPSET = 17   # what torch's TorchScript exporter writes well and every onnxruntime since 1.14 runs
@@ -56,11 +57,19 @@ def preprocess_spec(learn) -> dict:
 
 # %% ../nbs/00j_onnx_export.ipynb #566b946b
 class WithActivation(nn.Module):
-    "A learner's model followed by its loss function's activation, as `get_preds` applies it"
-    def __init__(self, model: nn.Module, act=None):
+    "A learner's model followed by its loss function's activation, as `get_preds` applies it; with `tap`, also the logits and what `tap` reads"
+    def __init__(self, model: nn.Module, act=None, tap: nn.Module | None = None):
         super().__init__()
-        self.model, self.act = model, act
-    def forward(self, x): return self.act(self.model(x)) if self.act else self.model(x)
+        self.model, self.act, self._tap = model, act, [tap] if tap is not None else []   # in a list: not a second submodule
+    def forward(self, x):
+        if not self._tap: return self.act(self.model(x)) if self.act else self.model(x)
+        got = []
+        hook = self._tap[0].register_forward_pre_hook(lambda m, inp: got.append(inp[0]))
+        try: logits = self.model(x)
+        finally: hook.remove()
+        f = got[-1]
+        if f.dim() == 3: f = f.mean(0)   # a feature model's (views, n, dim): its logits are the views' mean, and linear
+        return (self.act(logits) if self.act else logits), logits, f
 
 class FromPixels(nn.Module):
     "uint8 RGB pixels (n, 3, height, width) made the network's input as fastai's `IntToFloatTensor` and `Normalize` do, then the network"
@@ -74,9 +83,20 @@ class FromPixels(nn.Module):
         x = x.float() / self.scale
         return self.model((x - self.mean) / self.std if self.normalise else x)
 
+def extension_tap(learn) -> nn.Module | None:
+    "The head layer `.extended` models add rows at (its input is `features`), or None: no such head, or an activation other than softmax"
+    from recycle_classifier.protomodel import head_site
+    act, z = getattr(learn.loss_func, 'activation', None), torch.randn(3, 4)
+    if act is None or not torch.allclose(act(z), torch.softmax(z, -1)): return None
+    try: _, head, at = head_site(learn.model, len(learn.dls.vocab))
+    except UserError: return None
+    return head[at]
+
 def export_graph(learn, out, pre: dict, opset: int = OPSET) -> Path:
-    "Write `learn`'s model (with its activation) to `out` as ONNX taking uint8 pixels (see `FromPixels`), batch size dynamic"
-    model = FromPixels(WithActivation(learn.model, getattr(learn.loss_func, 'activation', None)), pre).cpu()
+    "Write `learn`'s model (with its activation; `logits` and `features` too where it can be extended) to `out` as ONNX taking uint8 pixels (see `FromPixels`), batch size dynamic"
+    tap = extension_tap(learn)
+    model = FromPixels(WithActivation(learn.model, getattr(learn.loss_func, 'activation', None), tap), pre).cpu()
+    names = ['probs'] + (['logits', 'features'] if tap is not None else [])
     was_training = learn.model.training
     model.eval()
     try:
@@ -84,8 +104,8 @@ def export_graph(learn, out, pre: dict, opset: int = OPSET) -> Path:
             warnings.simplefilter('ignore')
             pixels = torch.randint(0, 256, (2, 3, pre['size'][1], pre['size'][0]), dtype=torch.uint8)
             torch.onnx.export(model, (pixels,), str(out), dynamo=False,
-                              input_names=['image'], output_names=['probs'], opset_version=opset,
-                              dynamic_axes={'image': {0: 'batch'}, 'probs': {0: 'batch'}})
+                              input_names=['image'], output_names=names, opset_version=opset,
+                              dynamic_axes={'image': {0: 'batch'}, **{k: {0: 'batch'} for k in names}})
     except Exception as e:
         raise UserError(f'cannot export this network to ONNX ({type(e).__name__}: {" ".join(str(e).split())[:300]})') from None
     finally: learn.model.train(was_training)
@@ -110,40 +130,80 @@ def onnx_max_diff(learn, onnx_path, photos) -> float:
     return float(np.abs(fastai_probs(learn, images) - OnnxPredictor(onnx_path, draft=False).predict_probs(images)).max())
 
 # %% ../nbs/00j_onnx_export.ipynb #9073b566
+def exported_from(learn) -> Path | None:
+    "The `.pkl` `export_learner` wrote `learn` to, if that file is unchanged and `learn` still has the weights it had then"
+    ex = getattr(learn, 'exported_as', None)
+    if not isinstance(ex, dict): return None
+    p = Path(ex['file'])
+    return p if p.is_file() and file_sha256(p) == ex['sha256'] and weights_sha256(learn.model) == ex['weights'] else None
+
 def _learner(src):
-    "A learner and the file it came from (None for one in memory)"
+    "A learner and the `.pkl` it came from (None for one in memory that was never exported as it is)"
     if isinstance(src, (str, Path)): return load_learner(src), Path(src)
     if not hasattr(src, 'model') or not hasattr(src, 'dls'): raise UserError(f'{src!r} is not a fastai learner or a .pkl file')
-    return src, None
+    return src, exported_from(src)
 
-def onnx_meta(learn, pre: dict, source: Path | None = None, opset: int = OPSET) -> dict:
+PRIVATE_KEYS = ('classes', 'valid_items', 'train_sha256', 'trained_on', 'skipped', 'feature_stats')
+_ABS_PATH = re.compile(r'(?<![\w:/.~])~?/(?:[^/\s]+/)*')   # a path's folders, not a URL's
+
+def public_info(info: dict) -> dict:
+    "A model's record as a file given to others may carry it: nothing per photo, no training statistics, no folder of the trainer's (a path keeps its file name)"
+    def clean(v):
+        if isinstance(v, dict): return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)): return [clean(x) for x in v]
+        return _ABS_PATH.sub('', v) if isinstance(v, str) else v
+    return clean({k: v for k, v in info.items() if k not in PRIVATE_KEYS})
+
+def onnx_meta(learn, pre: dict, source: Path | None = None, opset: int = OPSET, outputs=('probs',)) -> dict:
     "The metadata an ONNX export carries (see `onnx_predict.check_meta`)"
-    model = {k: v for k, v in learner_info(learn).items() if k not in ('classes', 'valid_items')}
     src = dict(file=source.name, sha256=file_sha256(source)) if source else None
-    return dict(format=META_FORMAT, classes=[str(c) for c in learn.dls.vocab], preprocess=pre, model=model,
-                version=package_version(), opset=opset, source=src)
+    extra = dict(outputs=dict(logits='logits', features='features')) if 'features' in outputs else {}
+    return dict(format=META_FORMAT, classes=[str(c) for c in learn.dls.vocab], preprocess=pre, model=public_info(learner_info(learn)),
+                version=package_version(), opset=opset, source=src, **extra)
+
+def model_doc(meta: dict) -> str:
+    "The ONNX file's `doc_string`: what the model is and how to feed it, for people and other tools"
+    m, pre, classes = meta.get('model') or {}, meta['preprocess'], meta['classes']
+    what = m.get('bodies') or m.get('arch') or 'a fastai image classifier'
+    w, h = pre['size']
+    return (f"recycle_classifier model ({what}): sorts a photo into one of {len(classes)} classes: {', '.join(classes)}. "
+            f"Input 'image': uint8 RGB pixels, shape (batch, 3, {h}, {w}), the photo resized by '{pre['method']}' as "
+            f"metadata_props['{META_KEY}'].preprocess says (the network scales and normalises them itself). Output 'probs': "
+            f"(batch, {len(classes)}) probabilities, columns in the order of metadata_props['{CLASSES_KEY}'] (a JSON list). "
+            f"Written by recycle_classifier {meta.get('version')}, metadata format {meta.get('format')}.")
+
+OUTPUT_DOCS = dict(probs='class probabilities; columns as metadata_props classes',
+                   logits='the scores before the softmax; columns as metadata_props classes',
+                   features="what the head's final layers read (for models extended with new classes)")
 
 def write_meta(path, meta: dict):
-    "Store `meta` in the ONNX file at `path` (metadata_props), atomically"
+    "Store `meta` in the ONNX file at `path` (metadata_props, with the classes on their own; doc_string, model_version, producer), atomically"
     import onnx
     m = onnx.load(str(path))
     m.producer_name, m.producer_version = 'recycle_classifier', meta['version']
-    props = {p.key: p.value for p in m.metadata_props if p.key != META_KEY}
-    onnx.helper.set_model_props(m, dict(props, **{META_KEY: json.dumps(meta)}))
+    m.model_version, m.doc_string = int(meta.get('format') or META_FORMAT), model_doc(meta)
+    for o in m.graph.output: o.doc_string = OUTPUT_DOCS.get(o.name, o.doc_string)
+    props = {p.key: p.value for p in m.metadata_props if p.key not in (META_KEY, CLASSES_KEY)}
+    onnx.helper.set_model_props(m, dict(props, **{META_KEY: json.dumps(meta), CLASSES_KEY: json.dumps(meta['classes'])}))
     onnx.checker.check_model(m)
     with atomic_path(path) as tmp: onnx.save(m, str(tmp))
 
 # %% ../nbs/00j_onnx_export.ipynb #3e85a05a
+def graph_outputs(path) -> list[str]:
+    "The names of the ONNX file's outputs"
+    import onnx
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
 def export_onnx(src, out=None, quantize: bool = False, photos=None, check_data=None, verbose: bool = False) -> Path:
     "Write `src` (a learner or an exported .pkl) as ONNX beside it; with `quantize`, also an int8 copy (returned)"
     learn, source = _learner(src)
-    if out is None and source is None: raise UserError('give `out` (where to write the .onnx) for a learner in memory')
+    if out is None and not isinstance(src, (str, Path)): raise UserError('give `out` (where to write the .onnx) for a learner in memory')
     out = Path(out) if out else source.with_suffix('.onnx')
     pre = dict(preprocess_spec(learn), input='uint8_nchw')
     photos = list(photos) if photos else check_photos()
     with atomic_path(out) as tmp:
         export_graph(learn, tmp, pre)
-        write_meta(tmp, onnx_meta(learn, pre, source))
+        write_meta(tmp, onnx_meta(learn, pre, source, outputs=graph_outputs(tmp)))
         diff = onnx_max_diff(learn, tmp, photos)
         if diff > TOLERANCE:
             raise UserError(f'the ONNX export disagrees with fastai by {diff:.2g} on the sample photos (tolerance '
@@ -151,7 +211,7 @@ def export_onnx(src, out=None, quantize: bool = False, photos=None, check_data=N
     if verbose: print(f'wrote {out}: agrees with fastai within {diff:.1g} on {len(photos)} photos')
     if not quantize: return out
     from recycle_classifier.onnx_export import quantize_onnx, quantization_summary
-    q = quantize_onnx(out, check_data=check_data)
+    q = quantize_onnx(out, check_data=check_data, progress=verbose)
     if verbose: print(f'wrote {q}: {quantization_summary(OnnxPredictor(q).meta["quantization"])}')
     return q
 
@@ -164,11 +224,22 @@ def labelled_photos(root=None) -> list[tuple[Path, str]]:
     return [(f, d.name) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith('.') for f in image_files(d)]
 
 class _Calibration:
-    "onnxruntime's calibration reader: batches of preprocessed photos"
-    def __init__(self, pred: OnnxPredictor, photos, bs: int = 8):
-        ims = [open_image(p, draft=pred.draft) for p in photos]
-        self.batches = iter([{pred.engine.input_name: to_batch(ims[i:i+bs], pred.pre)} for i in range(0, len(ims), bs)])
-    def get_next(self): return next(self.batches, None)
+    "onnxruntime's calibration reader: `chunk` photos per batch, decoded when asked for; `set_range` and `len` let the calibrator take one batch at a time"
+    def __init__(self, pred: OnnxPredictor, photos, chunk: int = 2, progress: bool = False):
+        self.pred, self.photos, self.chunk, self.progress = pred, list(photos), max(1, int(chunk)), progress
+        self.n, self.done, self.said = -(-len(self.photos) // self.chunk), 0, 0
+        self.set_range(0, self.n)
+    def __len__(self): return self.n
+    def set_range(self, start_index: int, end_index: int): self.todo = iter(range(start_index, min(end_index, self.n)))
+    def get_next(self):
+        i = next(self.todo, None)
+        if i is None: return None
+        ims = [open_image(p, draft=self.pred.draft) for p in self.photos[i * self.chunk:(i + 1) * self.chunk]]
+        self.done += len(ims)
+        if self.progress and (self.done - self.said >= len(self.photos) / 4 or self.done == len(self.photos)):
+            print(f'int8 calibration: {self.done} of {len(self.photos)} photos', file=sys.stderr, flush=True)
+            self.said = self.done
+        return {self.pred.engine.input_name: to_batch(ims, self.pred.pre)}
 
 # %% ../nbs/00j_onnx_export.ipynb #2b514676
 def compare(a: OnnxPredictor, b: OnnxPredictor, labelled) -> dict:
@@ -182,8 +253,9 @@ def compare(a: OnnxPredictor, b: OnnxPredictor, labelled) -> dict:
     return dict(n_photos=len(ims), n_labelled=int(known.sum()), accuracy_fp32=acc(ya), accuracy_int8=acc(yb),
                 agreement=round(float((ya == yb).mean()), 4), max_prob_change=round(float(np.abs(pa - pb).max()), 4))
 
-def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibration: int = 48, calibration_method: str = 'percentile') -> Path:
-    "An int8 copy of the ONNX model `src` (static quantisation, ranges by `calibration_method`: percentile or minmax), its accuracy change recorded in its metadata"
+def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibration: int = 48, calibration_method: str = 'percentile',
+                  chunk: int = 2, progress: bool = False) -> Path:
+    "An int8 copy of the ONNX model `src` (static quantisation, ranges by `calibration_method`: percentile or minmax, calibrated `chunk` photos at a time), its accuracy change recorded in its metadata"
     from onnxruntime.quantization import quantize_static, QuantFormat, QuantType, CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
     src = Path(src)
@@ -196,9 +268,9 @@ def quantize_onnx(src, out=None, check_data=None, calibration=None, n_calibratio
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):   # its calibrators print progress
             warnings.simplefilter('ignore')
             quant_pre_process(str(src), str(tmp), skip_symbolic_shape=True)
-            quantize_static(str(tmp), str(tmp), _Calibration(fp32, calibration), quant_format=QuantFormat.QDQ,
+            quantize_static(str(tmp), str(tmp), _Calibration(fp32, calibration, chunk, progress), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=ranges)
+                            calibrate_method=ranges, extra_options=dict(CalibStridedMinMax=1))   # one chunk per calibrator call
         report = dict(compare(fp32, OnnxPredictor(tmp), labelled_photos(check_data)), method=f'static int8 (QDQ, per channel, {calibration_method} calibration)',
                       calibration_photos=len(calibration), fp32_mb=round(src.stat().st_size / 2**20, 2),
                       int8_mb=round(tmp.stat().st_size / 2**20, 2))

@@ -11,17 +11,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from .core import UserError
+from .fileio import file_sha256
 from .images import open_images
 from .predictor import Predictor
 
 # %% auto #0
-__all__ = ['META_KEY', 'META_FORMAT', 'RESIZE_METHODS', 'PAD_MODES', 'INPUTS', 'RUNTIMES', 'RUNTIME_ENV', 'check_meta',
-           'crop_pad', 'fastai_resize', 'to_batch', 'cores', 'session_options', 'onnx_props', 'read_meta', 'OrtEngine',
-           'OpenVinoEngine', 'default_runtime', 'OnnxPredictor']
+__all__ = ['META_KEY', 'META_FORMAT', 'CLASSES_KEY', 'RESIZE_METHODS', 'PAD_MODES', 'INPUTS', 'TRAINING_KEYS', 'RUNTIMES',
+           'RUNTIME_ENV', 'check_meta', 'crop_pad', 'fastai_resize', 'to_batch', 'cores', 'session_options',
+           'onnx_props', 'read_meta', 'training_record', 'OrtEngine', 'OpenVinoEngine', 'default_runtime',
+           'OnnxPredictor', 'twin_predictor', 'TwinPredictor']
 
 # %% ../nbs/00i_onnx.ipynb #8a8264fc
 META_KEY = 'recycle_classifier'   # the metadata_props entry with the JSON that describes the model
-META_FORMAT = 2                   # bumped when the JSON's meaning changes (2: `preprocess.input`)
+META_FORMAT = 3                   # bumped when the JSON's meaning changes (2: `preprocess.input`; 3: `source`, `outputs`, no per-photo data)
+CLASSES_KEY = 'classes'          # a metadata_props entry of its own: the class names as a JSON list, for any ONNX tool
 RESIZE_METHODS = ('crop', 'squish', 'pad', 'random_resized_crop')
 PAD_MODES = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}   # fastai's names, numpy's
 INPUTS = ('uint8_nchw', 'float32_nchw')   # RGB pixels the network scales itself; normalised floats (format 1)
@@ -148,6 +151,21 @@ def read_meta(path) -> dict:
     except ValueError: raise UserError(f'{where}: its recycle-classifier metadata is not valid JSON') from None
     return check_meta(meta, where)
 
+# %% ../nbs/00i_onnx.ipynb #80060c22
+TRAINING_KEYS = ('trained_on', 'valid_items', 'train_sha256')   # what evaluation needs to never score training photos
+
+def training_record(path, meta: dict) -> dict:
+    "The training record (validation photos, training hashes) of the ONNX file at `path`, from the `.json` its export wrote beside the `.pkl`, when that file is of the same export"
+    src, js = (meta.get('source') or {}).get('sha256'), Path(path).with_suffix('.json')
+    if not src or not js.is_file(): return {}
+    try: doc = json.loads(js.read_text(encoding='utf-8'))
+    except (OSError, ValueError): return {}
+    same = (doc.get('file') or {}).get('sha256') == src if isinstance(doc.get('file'), dict) else _pkl_is(js.with_suffix('.pkl'), src)
+    model = doc.get('model') if same and isinstance(doc.get('model'), dict) else {}
+    return {k: model[k] for k in TRAINING_KEYS if k in model}
+
+def _pkl_is(pkl: Path, sha: str) -> bool: return pkl.is_file() and file_sha256(pkl) == sha
+
 # %% ../nbs/00i_onnx.ipynb #f4fee764
 class OrtEngine:
     "onnxruntime: `run` on every core for one call; `run_worker` for one of several threads, one core each"
@@ -158,16 +176,21 @@ class OrtEngine:
         self.session = ort.InferenceSession(self.path, session_options(threads), providers=['CPUExecutionProvider'])
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.input_shape, self.output_shape = inp.name, inp.shape, out.shape
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_type = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32'}.get(inp.type, inp.type)
 
-    def run(self, x: np.ndarray) -> np.ndarray: return self.session.run(None, {self.input_name: x})[0]
+    def run(self, x: np.ndarray, names=None):
+        "The first output (the probabilities), or the list of outputs `names`"
+        out = self.session.run(names or self.output_names[:1], {self.input_name: x})
+        return out if names else out[0]
 
-    def run_worker(self, x: np.ndarray) -> np.ndarray:
+    def run_worker(self, x: np.ndarray, names=None):
         "Thread-safe: a second, single-threaded session, so several photos run at once without oversubscribing"
         with self._lock:
             if self._worker is None:
                 self._worker = self.ort.InferenceSession(self.path, session_options(1), providers=['CPUExecutionProvider'])
-        return self._worker.run(None, {self.input_name: x})[0]
+        out = self._worker.run(names or self.output_names[:1], {self.input_name: x})
+        return out if names else out[0]
 
 # %% ../nbs/00i_onnx.ipynb #69d850a3
 class OpenVinoEngine:
@@ -183,6 +206,7 @@ class OpenVinoEngine:
         dims = lambda ps: [d.get_length() if d.is_static else None for d in ps]
         self.input_name, self.input_shape = self.model.inputs[0].get_any_name(), dims(self.model.inputs[0].get_partial_shape())
         self.output_shape = dims(self.model.outputs[0].get_partial_shape())
+        self.output_names = [o.get_any_name() for o in self.model.outputs]
         t = self.model.inputs[0].get_element_type().get_type_name()
         self.input_type = {'u8': 'uint8', 'f32': 'float32'}.get(t, t)
 
@@ -195,13 +219,16 @@ class OpenVinoEngine:
         if r is None: r = compiled.create_infer_request(); setattr(self._local, name, r)
         return r
 
-    def run(self, x: np.ndarray) -> np.ndarray: return self._request('one', self.compiled).infer({0: x})[0].copy()
+    def _pick(self, r, names):
+        return [r[self.output_names.index(n)].copy() for n in names] if names else r[0].copy()
 
-    def run_worker(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray, names=None): return self._pick(self._request('one', self.compiled).infer({0: x}), names)
+
+    def run_worker(self, x: np.ndarray, names=None):
         "Thread-safe: a throughput-compiled copy with one stream per core; each thread its own request"
         with self._lock:
             if self._workers is None: self._workers = self._compile('THROUGHPUT', self.threads)
-        return self._request('worker', self._workers).infer({0: x})[0].copy()
+        return self._pick(self._request('worker', self._workers).infer({0: x}), names)
 
 RUNTIMES = {'onnxruntime': OrtEngine, 'openvino': OpenVinoEngine}
 RUNTIME_ENV = 'RECYCLE_CLASSIFIER_RUNTIME'
@@ -231,9 +258,10 @@ class OnnxPredictor(Predictor):
         self._check_shapes(meta, path.name)
         need = max(self.pre.get('final_size') or self.pre['size'])
         self.draft, self._pool = (need if draft else None), None
+        self.outputs, self.source = meta.get('outputs') or {}, meta.get('source') or {}
         super().__init__(path, meta['classes'], dict(meta.get('model') or {}, format='onnx', runtime=runtime, precision=precision,
                          **{k: meta[k] for k in ('version', 'opset', 'quantization') if meta.get(k)},
-                         image_size=self.pre['size'], resize_method=self.pre['method']))
+                         image_size=self.pre['size'], resize_method=self.pre['method'], **training_record(path, meta)))
 
     def _check_shapes(self, meta, where):
         "The network's input and output agree with the metadata"
@@ -248,19 +276,21 @@ class OnnxPredictor(Predictor):
             raise UserError(f"{where}: the network gives {out[-1]} outputs for {len(meta['classes'])} classes")
         self.fixed_bs = shape[0] if isinstance(shape[0], int) else None
 
-    def _one(self, im) -> np.ndarray:
-        "One photo through preprocessing and the network, on one core, in a worker thread"
-        return self.engine.run_worker(to_batch([im], self.pre))
-
     def predict_probs(self, images) -> np.ndarray:
         "Class probabilities, an (n, classes) array, for a list of RGB PIL images: one photo on every core, several one per core at once"
         images = list(images)
         if not images: return np.zeros((0, len(self.classes)), np.float32)
+        return self.run_outputs(images)[0]
+
+    def run_outputs(self, images, names=None) -> list[np.ndarray]:
+        "The network's outputs `names` (default: the probabilities) for a non-empty list of RGB PIL images, each `(n, ...)`"
+        names, images = list(names or self.engine.output_names[:1]), list(images)
         if self.fixed_bs and self.fixed_bs > 1:   # a file exported with a fixed batch: its batches, as before
             bs = self.fixed_bs
-            return np.concatenate([self.engine.run(to_batch(images[i:i+bs], self.pre)) for i in range(0, len(images), bs)])
-        if len(images) == 1 or self.workers == 1: return np.concatenate([self.engine.run(to_batch([im], self.pre)) for im in images])
-        return np.concatenate(list(self._threads().map(self._one, images)))
+            outs = [self.engine.run(to_batch(images[i:i+bs], self.pre), names) for i in range(0, len(images), bs)]
+        elif len(images) == 1 or self.workers == 1: outs = [self.engine.run(to_batch([im], self.pre), names) for im in images]
+        else: outs = list(self._threads().map(lambda im: self.engine.run_worker(to_batch([im], self.pre), names), images))
+        return [np.concatenate([o[i] for o in outs]) for i in range(len(names))]
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None: self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='onnx-predict')
@@ -270,3 +300,36 @@ class OnnxPredictor(Predictor):
         "Several photos decoded at once, one per core (Pillow lets go of the GIL while it decodes)"
         paths = list(paths)
         return open_images(paths, self.draft, map=self._threads().map if len(paths) > 1 and self.workers > 1 else map)
+
+# %% ../nbs/00i_onnx.ipynb #b99ed16b
+def twin_predictor(pkl) -> tuple[Predictor | None, str | None]:
+    "The predictor of the ONNX export beside `pkl` when its metadata records `pkl`'s SHA-256, else None and a note saying why"
+    pkl = Path(pkl)
+    onnx = pkl.with_suffix('.onnx')
+    how = f'`recycle-classifier export {pkl.name}` writes it'
+    if not onnx.is_file(): return None, f'{pkl.name}: classifying with fastai (no {onnx.name} beside it; {how})'
+    try: src = (read_meta(onnx).get('source') or {}).get('sha256')
+    except UserError: src = None
+    if src != file_sha256(pkl):
+        return None, f'{pkl.name}: classifying with fastai ({onnx.name} beside it was not exported from this file; {how} again)'
+    return TwinPredictor(onnx, pkl), None
+
+class TwinPredictor(OnnxPredictor):
+    "A `.pkl` classified by its verified ONNX export; its fastai learner (Grad-CAM) is loaded the first time `learn` is asked for"
+    def __init__(self, onnx, pkl, **kw):
+        super().__init__(onnx, **kw)
+        self.onnx, self.path, self._learn = Path(onnx), Path(pkl), None
+        self.meta['onnx_twin'] = self.onnx.name
+
+    @property
+    def learn(self):
+        "The `.pkl`'s learner, loaded on first use"
+        if self._learn is None:
+            from recycle_classifier.learner import load_learner   # torch and fastai: only when asked for
+            self._learn = load_learner(self.path)
+        return self._learn
+
+    def explain(self, image, px: int = 320):
+        "Grad-CAM, as `LearnerPredictor.explain`, on the `.pkl`'s learner"
+        from recycle_classifier.learner import LearnerPredictor
+        return LearnerPredictor.explain(self, image, px)

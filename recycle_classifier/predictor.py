@@ -5,7 +5,7 @@ prediction records to the command line, evaluation, the app, scripts and service
 
 # %% ../nbs/00g_predictor.ipynb #38d3849a
 from __future__ import annotations
-import functools, importlib
+import functools, importlib, sys
 from pathlib import Path
 import numpy as np
 from .core import UserError
@@ -13,7 +13,7 @@ from .layout import expand_paths
 from .images import open_images
 
 # %% auto #0
-__all__ = ['FORMATS', 'result_record', 'describe', 'Predictor', 'register_format', 'load_predictor']
+__all__ = ['FORMATS', 'TWINS', 'result_record', 'describe', 'Predictor', 'register_format', 'register_twin', 'load_predictor']
 
 # %% ../nbs/00g_predictor.ipynb #19e92b20
 def result_record(path, probs, classes) -> dict:
@@ -32,6 +32,13 @@ def describe(record: dict, top_k: int = 1) -> str:
     return f"{record['path']}: " + ', '.join(f'{c} {p:.1%}' for c, p in ranked) + extra
 
 # %% ../nbs/00g_predictor.ipynb #a49adaab
+def _bar(items):
+    "fastprogress's bar over `items` on a terminal; nothing drawn when stderr is a file or a pipe, or where fastprogress is not installed (a slim install)"
+    if not sys.stderr.isatty(): return items
+    try: from fastprogress.fastprogress import progress_bar
+    except ImportError: return items
+    return progress_bar(items)
+
 class Predictor:
     "A model that classifies photos; subclasses implement `predict_probs`"
     kind, draft = 'model', None    # `draft`: the size JPEGs may be decoded at (None: full size)
@@ -53,10 +60,9 @@ class Predictor:
 
     def predict_paths(self, paths, bs: int = 32, progress: bool = False):
         "Yield a record (or an error record) for every photo in `paths` (folders searched), in order"
-        from fastprogress.fastprogress import progress_bar
         files = expand_paths(paths)
         chunks = [files[i:i+bs] for i in range(0, len(files), bs)]
-        for chunk in (progress_bar(chunks) if progress and len(files) > bs else chunks):
+        for chunk in (_bar(chunks) if progress and len(files) > bs else chunks):
             ok, bad = self.open_images(chunk)
             recs = {p: dict(path=str(p), error=why) for p, why in bad}
             for (p, _), r in zip(ok, self.predict([im for _, im in ok])): recs[p] = dict(path=str(p), **r)
@@ -70,31 +76,50 @@ class Predictor:
 
 # %% ../nbs/00g_predictor.ipynb #5819cf34
 FORMATS: dict[str, str] = {}
+TWINS: dict[str, tuple[str, str]] = {}
 
 def register_format(suffix: str, target: str):
     "Open files ending in `suffix` with the `Predictor` subclass named `target` ('module:Class')"
     FORMATS[suffix.lower()] = target
 
-def _predictor_class(suffix: str):
-    mod, cls = FORMATS[suffix].split(':')
-    return getattr(importlib.import_module(mod), cls)
+def register_twin(suffix: str, twin_suffix: str, target: str):
+    "Classify files ending in `suffix` with the file beside them ending in `twin_suffix` when `target` ('module:function', giving a predictor or None and a note) finds it is the same model"
+    TWINS[suffix.lower()] = (twin_suffix.lower(), target)
+
+def _resolve(target: str):
+    mod, name = target.split(':')
+    return getattr(importlib.import_module(mod), name)
+
+def _predictor_class(suffix: str): return _resolve(FORMATS[suffix])
+
+def _stamp(path: Path, suffix: str):
+    "What a cached predictor depends on: the file's and its twin's modification times"
+    twin = path.with_suffix(TWINS[suffix][0]) if suffix in TWINS else None
+    return path.stat().st_mtime_ns, twin.stat().st_mtime_ns if twin and twin.is_file() else None
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int) -> Predictor:
-    return _predictor_class(Path(path).suffix.lower())(path)
+def _load(path: str, stamp, need_learner: bool = False) -> Predictor:
+    suffix, note = Path(path).suffix.lower(), None
+    if suffix in TWINS and not need_learner:
+        pred, note = _resolve(TWINS[suffix][1])(path)
+        if pred is not None: return pred
+    pred = _predictor_class(suffix)(path)
+    if note: print(f'note: {note}', file=sys.stderr)   # once it loaded: a file that does not load gets its error alone
+    return pred
 
-def load_predictor(path) -> Predictor:
-    "The `Predictor` for the model file at `path` (any registered format), or a `UserError` saying why not"
+def load_predictor(path, need_learner: bool = False) -> Predictor:
+    "The `Predictor` for the model file at `path` (any registered format; a verified faster twin unless `need_learner`), or a `UserError` saying why not"
     path = Path(path).expanduser()
     if not path.exists(): raise UserError(f'{path}: no such model file')
     if path.is_dir(): raise UserError(f'{path} is a folder; give a model file ({", ".join(sorted(FORMATS))})')
     if path.suffix.lower() not in FORMATS:
         raise UserError(f'{path.name}: not a model file (expected {", ".join(sorted(FORMATS))})')
     path = path.resolve()
-    return _load(str(path), path.stat().st_mtime_ns)
+    return _load(str(path), _stamp(path, path.suffix.lower()), need_learner)
 
 # %% ../nbs/00g_predictor.ipynb #e49a3635
 register_format('.pkl', 'recycle_classifier.learner:LearnerPredictor')
 register_format('.onnx', 'recycle_classifier.onnx_predict:OnnxPredictor')
 register_format('.fewshot', 'recycle_classifier.protomodel:FewShotPredictor')
 register_format('.extended', 'recycle_classifier.protomodel:ExtendedPredictor')
+register_twin('.pkl', '.onnx', 'recycle_classifier.onnx_predict:twin_predictor')

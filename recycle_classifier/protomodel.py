@@ -17,7 +17,6 @@ from .core import UserError
 from .fileio import atomic_path, file_sha256
 from fastcore.basics import patch
 from .predictor import Predictor, result_record
-from .learner import LearnerPredictor
 
 # %% auto #0
 __all__ = ['FEWSHOT_FORMAT', 'EXTENDED_FORMAT', 'NONE_LABEL', 'STATS_FORMAT', 'write_model', 'read_model', 'prototypes',
@@ -205,17 +204,34 @@ def extend_learner(learn, added: list[str], weight: torch.Tensor, bias: torch.Te
     return learn
 
 # %% ../nbs/00k_protomodel.ipynb #249a2ef9
-def find_base(path, base: dict) -> Path:
-    "The base model an extended model refers to: beside it, or where it was; checked by its SHA-256"
+def _onnx_base_problem(onnx: Path, sha: str) -> str | None:
+    "Why the ONNX file `onnx` cannot stand in for the base `.pkl` with SHA-256 `sha` (None: it can)"
+    from recycle_classifier.onnx_predict import read_meta
+    try: meta = read_meta(onnx)
+    except UserError as e: return str(e)
+    if (meta.get('source') or {}).get('sha256') != sha: return f'{onnx.name} is not an export of the base model'
+    if 'features' not in (meta.get('outputs') or {}):
+        return f'{onnx.name} has no features output (an export of an earlier version: run `recycle-classifier export` on the .pkl again)'
+    return None
+
+def find_base(path, base: dict, onnx: bool = False) -> Path:
+    "The base model an extended model refers to: beside it, or where it was; checked by its SHA-256. With `onnx`, that model's ONNX export first"
     path = Path(path)
     tried = list(dict.fromkeys([path.parent/base['path'], Path(base.get('abs_path', base['path'])), path.parent/Path(base['path']).name]))
+    why = []
+    for o in (list(dict.fromkeys(p.with_suffix('.onnx') for p in tried)) if onnx else []):
+        if o.is_file():
+            if (problem := _onnx_base_problem(o, base['sha256'])) is None: return o
+            why.append(problem)
     for p in tried:
         if p.is_file():
             if file_sha256(p) == base['sha256']: return p
             raise UserError(f'{path}: its base model {p} has changed since the classes were added '
                             f'(SHA-256 differs); extend the new base again')
-    raise UserError(f'{path}: its base model is missing (looked for {", ".join(map(str, tried))}); '
-                    f'keep the .extended file next to {Path(base["path"]).name}')
+    name = Path(base['path']).name
+    raise UserError(f'{path}: its base model is missing (looked for {", ".join(map(str, tried))}'
+                    + (f' and their .onnx exports; {"; ".join(why)}' if why else '') + '); keep the .extended file next to '
+                    + (f'{Path(name).with_suffix(".onnx")} or {name}' if onnx else name))
 
 def base_record(base_path, out) -> dict:
     "How an extended model at `out` refers to its base model"
@@ -224,20 +240,64 @@ def base_record(base_path, out) -> dict:
     return dict(path=rel, abs_path=str(base_path), sha256=file_sha256(base_path))
 
 # %% ../nbs/00k_protomodel.ipynb #7c1613fe
-class ExtendedPredictor(LearnerPredictor):
-    "A trained model with added classes (`.extended`): the base learner's pipeline, a longer final layer"
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+class ExtendedPredictor(Predictor):
+    "A trained model with added classes (`.extended`): the base's ONNX export and the added rows in numpy, or the base learner with a longer final layer"
     kind = 'extended'
-    def __init__(self, path):
-        from recycle_classifier.learner import load_learner, learner_info
+    def __init__(self, path, need_learner: bool = False):
         meta, t = read_model(path, 'extended', EXTENDED_FORMAT, 'extended model')
-        self.base_path = find_base(path, meta['base'])
-        self.learn = load_learner(self.base_path)
         added = [a['class'] for a in meta['added']]
+        self.ext_meta, self.weight, self.bias = meta, t['weight'].float(), t['bias'].float()
         self.support = {c: t[f'support.{i}'] for i, c in enumerate(added)}
-        keep = {k: meta[k] for k in ('added', 'bins', 'tips', 'method') if k in meta}
-        extend_learner(self.learn, added, t['weight'], t['bias'], dict(keep, base_model=str(self.base_path)))
-        Predictor.__init__(self, path, list(self.learn.dls.vocab), learner_info(self.learn))
-        self.ext_meta = meta
+        self.base_path, self.net, self._learn = find_base(path, meta['base'], onnx=not need_learner), None, None
+        keep = dict({k: meta[k] for k in ('added', 'bins', 'tips', 'method') if k in meta}, base_model=str(self.base_path))
+        if self.base_path.suffix.lower() == '.onnx':
+            from recycle_classifier.onnx_predict import OnnxPredictor
+            self.net = OnnxPredictor(self.base_path)
+            base = meta['base'].get('classes') or self.net.classes
+            if self.net.classes[:len(base)] != base: raise UserError(f'{path}: its base model {self.base_path.name} has other classes')
+            self.draft = self.net.draft
+            super().__init__(path, self.net.classes + added, dict(self.net.meta, **keep))
+        else:
+            from recycle_classifier.learner import learner_info
+            self._learn = self._extended_learner(self.base_path, keep)
+            super().__init__(path, list(self._learn.dls.vocab), learner_info(self._learn))
+
+    def _extended_learner(self, pkl, keep: dict):
+        from recycle_classifier.learner import load_learner
+        return extend_learner(load_learner(pkl), list(self.support), self.weight, self.bias, keep)
+
+    @property
+    def learn(self):
+        "The base learner extended with the added rows (Grad-CAM, `extend`): loaded when first asked for; None if only the base's .onnx is at hand"
+        if self._learn is None:
+            try: pkl = find_base(self.path, self.ext_meta['base'])
+            except UserError: return None
+            self._learn = self._extended_learner(pkl, dict(base_model=str(pkl)))
+        return self._learn
+
+    def predict_probs(self, images) -> np.ndarray:
+        "Class probabilities `(n, classes)` of a list of RGB PIL images"
+        if self.net is None:
+            from recycle_classifier.learner import LearnerPredictor
+            return LearnerPredictor.predict_probs(self, images)
+        if not len(images): return np.zeros((0, len(self.classes)), np.float32)
+        logits, feats = self.net.run_outputs(images, [self.net.outputs['logits'], self.net.outputs['features']])
+        w, b = self.weight.numpy(), self.bias.numpy()
+        if feats.shape[-1] != w.shape[1]: raise UserError(f'{self.path}: its rows read {w.shape[1]} features, its base model gives {feats.shape[-1]}')
+        return _softmax(np.concatenate([logits, feats @ w.T + b], 1).astype(np.float32))
+
+    def open_images(self, paths):
+        return self.net.open_images(paths) if self.net is not None else super().open_images(paths)
+
+    def explain(self, image, px: int = 320):
+        "Grad-CAM on the extended learner when the base `.pkl` is at hand, else no heatmap"
+        if self.learn is None: return super().explain(image, px)
+        from recycle_classifier.learner import LearnerPredictor
+        return LearnerPredictor.explain(self, image, px)
 
 # %% ../nbs/00k_protomodel.ipynb #9376189f
 STATS_FORMAT = 'recycle_classifier.feature_stats/1'

@@ -190,3 +190,32 @@ def test_statistics_come_from_the_feature_cache_for_models_without_them(base_pkl
     m, s = read_feature_stats(got)
     m0, _ = read_feature_stats(load_learner(base_pkl).recycle_meta['feature_stats'])
     assert torch.allclose(m, m0, atol=0.35)      # labelled by the head, not by folder: nearly the same means
+
+def test_extended_runs_from_its_file_and_the_base_onnx_without_the_pickle(extended, base_pkl, tmp_path):
+    "Copy only the .extended file and the base's .onnx to a new folder: predict gives the labels the learner gives, without fastai"
+    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.protomodel import ExtendedPredictor
+    (tmp_path/'export').mkdir()
+    onnx = export_onnx(shutil.copy(base_pkl, tmp_path/'export'/'base.pkl'))   # the same bytes: the .onnx records the base's hash
+    away = tmp_path/'elsewhere'
+    away.mkdir()
+    shutil.copy(extended[0], away/'campus.extended'); shutil.copy(onnx, away/'base.onnx')
+    photos = [SAMPLE_DIR/'valid'/'trash', SAMPLE_DIR/'valid'/'glass']
+    code = ("import sys; sys.modules['fastai'] = None\n"      # no learner, so nothing is unpickled
+            "from recycle_classifier.cli import main\n"
+            f"sys.exit(main(['predict', {str(away/'campus.extended')!r}, *{list(map(str, photos))!r}, '--json', '--info']))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=away, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info, *recs = [json.loads(l) for l in r.stdout.splitlines()]
+    assert info['info']['base_model'] == str(away/'base.onnx') and info['info']['classes'] == BASE + ['trash']
+    ref = list(ExtendedPredictor(extended[0], need_learner=True).predict_paths(photos))
+    assert len(recs) == len(ref) == 20
+    assert [x['label'] for x in recs] == [y['label'] for y in ref]
+    assert max(abs(x['probs'][c] - y['probs'][c]) for x, y in zip(recs, ref) for c in x['probs']) < 1e-4
+    # without the .onnx (and with the .pkl gone from its recorded place) it says what it looked for
+    (away/'base.onnx').unlink()
+    moved = base_pkl.with_name('moved.pkl'); base_pkl.rename(moved)
+    try:
+        with pytest.raises(UserError, match=r'its base model is missing .*keep the .extended file next to base.onnx or base.pkl'):
+            ExtendedPredictor(away/'campus.extended')
+    finally: moved.rename(base_pkl)

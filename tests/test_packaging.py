@@ -92,3 +92,41 @@ def test_demo_and_app_from_the_wheel(venv, tmp_path):
         app.terminate()
         try: app.wait(20)
         except subprocess.TimeoutExpired: app.kill()
+
+
+# Where this machine keeps released wheels (pip's own configuration points at them); the slim install takes its
+# dependencies from there with --no-index, so the test downloads nothing. RECYCLE_CLASSIFIER_WHEELS adds a folder.
+WHEEL_STORES = [p for p in [os.environ.get('RECYCLE_CLASSIFIER_WHEELS'), '/opt/pypi/files', '/opt/pypi-more/files', '/opt/wheels']
+                if p and Path(p).is_dir()]
+
+
+@pytest.fixture(scope='module')
+def slim_venv(wheel, tmp_path_factory) -> Path:
+    "A fresh virtualenv with the wheel and only what it declares as its dependencies (no extras), resolved by pip offline"
+    if not WHEEL_STORES: pytest.skip('no local wheel store (set RECYCLE_CLASSIFIER_WHEELS to a folder of wheels)')
+    venv = tmp_path_factory.mktemp('slim')/'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv], check=True)
+    links = [a for p in WHEEL_STORES for a in ('--find-links', p)]
+    r = subprocess.run([sys.executable, '-m', 'pip', '--python', venv/'bin'/'python', 'install', '-q', '--no-index', *links, wheel],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return venv
+
+
+def test_slim_install_predicts_from_onnx_without_torch(slim_venv, model_path, tmp_path):
+    "The wheel's own dependencies (numpy, Pillow, onnxruntime) are enough to classify with a model's .onnx"
+    import json
+    freeze = subprocess.run([sys.executable, '-m', 'pip', '--python', slim_venv/'bin'/'python', 'list', '--format', 'freeze'],
+                            capture_output=True, text=True).stdout.lower()
+    for heavy in ('torch', 'fastai', 'voila', 'cleanlab', 'onnx=='):
+        assert f'\n{heavy}' not in '\n' + freeze, (heavy, freeze)
+    assert 'onnxruntime==' in freeze and 'numpy==' in freeze and 'pillow==' in freeze, freeze
+    photo = sorted((Path(__file__).parents[1]/'recycle_classifier'/'resources'/'trashnet-sample'/'valid'/'glass').glob('*.jpg'))[0]
+    import shutil
+    onnx = shutil.copy(model_path.with_suffix('.onnx'), tmp_path/'model.onnx')   # the .onnx alone
+    r = run_outside(slim_venv, 'predict', onnx, photo, '--json', cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rec = json.loads(r.stdout.splitlines()[-1])
+    assert rec['path'] == str(photo) and rec['label'] in rec['probs'] and len(rec['probs']) == 6
+    r = run_outside(slim_venv, '--help', cwd=tmp_path)
+    assert r.returncode == 0 and 'predict' in r.stdout
