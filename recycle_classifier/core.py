@@ -41,17 +41,22 @@ def say_err(*args):
     "Print a note or warning on stderr (stdout is for results)"
     print(*args, file=sys.stderr, flush=True)
 
+def _in_notebook() -> bool:
+    try: from fastprogress.core import IN_NOTEBOOK
+    except ImportError: return False   # a slim install (predicting from .onnx) has no fastprogress
+    return IN_NOTEBOOK
+
 def progress(items, desc: str | None = None, enabled: bool = True):
     "`items` with a progress bar in a notebook (fastprogress) or on a terminal (tqdm, on stderr), plain everywhere else"
     if not enabled: return items
-    from fastprogress.core import IN_NOTEBOOK
-    if IN_NOTEBOOK:
+    if _in_notebook():
         from fastprogress.fastprogress import progress_bar
         bar = progress_bar(items, leave=False)
         if desc: bar.comment = desc
         return bar
     if not sys.stderr.isatty(): return items
-    from tqdm import tqdm
+    try: from tqdm import tqdm
+    except ImportError: return items
     return tqdm(items, desc=desc, file=sys.stderr, leave=False)
 
 # %% ../nbs/00_core.ipynb #9ef0f3b1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools, importlib, sys
 from pathlib import Path
 import numpy as np
-from .core import UserError
+from .core import UserError, progress as core_progress
 from .layout import expand_paths
 from .images import open_images
 
@@ -32,13 +32,6 @@ def describe(record: dict, top_k: int = 1) -> str:
     return f"{record['path']}: " + ', '.join(f'{c} {p:.1%}' for c, p in ranked) + extra
 
 # %% ../nbs/00g_predictor.ipynb #a49adaab
-def _bar(items):
-    "fastprogress's bar over `items` on a terminal; nothing drawn when stderr is a file or a pipe, or where fastprogress is not installed (a slim install)"
-    if not sys.stderr.isatty(): return items
-    try: from fastprogress.fastprogress import progress_bar
-    except ImportError: return items
-    return progress_bar(items)
-
 class Predictor:
     "A model that classifies photos; subclasses implement `predict_probs`"
     kind, draft = 'model', None    # `draft`: the size JPEGs may be decoded at (None: full size)
@@ -62,7 +55,7 @@ class Predictor:
         "Yield a record (or an error record) for every photo in `paths` (folders searched), in order"
         files = expand_paths(paths)
         chunks = [files[i:i+bs] for i in range(0, len(files), bs)]
-        for chunk in (_bar(chunks) if progress and len(files) > bs else chunks):
+        for chunk in core_progress(chunks, 'classifying', progress and len(files) > bs):
             ok, bad = self.open_images(chunk)
             recs = {p: dict(path=str(p), error=why) for p, why in bad}
             for (p, _), r in zip(ok, self.predict([im for _, im in ok])): recs[p] = dict(path=str(p), **r)
