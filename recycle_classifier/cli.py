@@ -56,9 +56,12 @@ def _brief(v):
 
 def print_info(meta: dict, as_json: bool, out=sys.stdout):
     "Print a model's description (without its long lists of photos)"
-    meta = {k: v for k, v in meta.items() if k not in ('valid_items', 'train_sha256', 'feature_stats')}
+    meta = {k: v for k, v in meta.items() if k not in ('valid_items', 'train_sha256', 'train_photos', 'feature_stats')}
     if as_json: print(json.dumps(dict(info=meta)), file=out); return
-    for k, v in meta.items(): print(f'{k}: {_brief(v)}', file=out)
+    for k, v in meta.items():
+        if k == 'sources' and isinstance(v, dict):
+            for name, s in v.items(): print(f"source {name}: {sum((s.get('train') or {}).values())} training and {sum((s.get('valid') or {}).values())} validation photos; per class {json.dumps(s.get('train'))}", file=out)
+        else: print(f'{k}: {_brief(v)}', file=out)
 
 # %% ../nbs/09_cli.ipynb #a5bb8db8
 def cmd_predict(args) -> int:
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     except Exception as e:
         if os.environ.get('RECYCLE_CLASSIFIER_DEBUG'): raise
         print(f'error: unexpected {type(e).__name__}: {e} (set RECYCLE_CLASSIFIER_DEBUG=1 for the traceback)', file=sys.stderr)
-        return 1
+        return 3
 
 # %% ../nbs/09_cli.ipynb #4982f5f1
 if __name__ == '__main__': sys.exit(main())  # `python -m recycle_classifier.cli`
