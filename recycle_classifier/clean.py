@@ -706,8 +706,9 @@ def _json_line(obj, out=None):
 
 def suggestion_records(sg: Suggestions, rows: pd.DataFrame) -> list[dict]:
     "The `--json` records of `rows` of the suggestions: rank, path, split, label, suggested, quality, reason"
-    return [dict(rank=int(r['rank']), path=r.path, split=r.split, label=r.label, suggested=r.suggested or None,
-                 quality=None if pd.isna(r.quality) else round(float(r.quality), 4), reason=r.reason) for r in rows.itertuples()]
+    return [dict(rank=int(r['rank']), path=r['path'], split=r['split'], label=r['label'], suggested=r['suggested'] or None,
+                 quality=None if pd.isna(r['quality']) else round(float(r['quality']), 4), reason=r['reason'])
+            for r in rows.to_dict('records')]
 
 def cmd_suggest(args) -> int:
     "Rank the photos of DATA_DIR and write the suggestions CSV; exit 0 (unreadable photos are findings, listed in it)"
