@@ -113,7 +113,8 @@ def main():
         top_loss_out_of_fold=at_k(top_loss_oof, flipped, k),
         top_loss_in_sample=at_k(top_loss_in, flipped, k),
         top_loss_in_sample_C1=at_k(top_loss_in_weak, flipped, k),
-        flagged_other=sg.counts(), machine=f'{platform.machine()} {os.cpu_count()} cpus')
+        flagged_other=sg.counts(), machine=f'{platform.machine()} {os.cpu_count()} cpus',
+        load_average=[round(x, 1) for x in os.getloadavg()])   # timings on a shared machine mean little without it
     print(f'TrashNet train: {res["photos"]} photos, {len(flipped)} labels flipped ({args.frac:.0%}, seed {args.seed}); '
           f'top K = {k}; suggest took {seconds:.1f}s (cache {sg.cache}), {seconds_warm:.1f}s again from the cache ({sg.embedder}; out-of-fold accuracy vs true labels {oof_acc_true:.1%})')
     print(f'{"ranking":<44} {"precision":>9} {"recall":>7}')
