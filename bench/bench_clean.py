@@ -11,18 +11,20 @@ its ranking (precision and recall), beside:
   fastai's `ImageClassifierCleaner` does with a learner's losses on its own training data (also with a weakly
   regularised head, C=1, which memorises its training labels more, as a fine-tuned network does).
 
-Features come from the package's shared feature cache (by content hash; --cache names its folder, default the
-user's cache folder shared with every stage), so only the first run embeds. Prints a table and appends one JSON
-line to bench/results/clean.jsonl.
+Features come from the package's shared feature cache (by content hash; --cache-dir names its folder, default
+the user's cache folder shared with every stage), with `train`'s default bodies unless --bodies says otherwise, so
+features `train` cached are read and only photos never embedded are. `suggest` is timed twice: the first run
+(cold when the cache does not hold the photos yet; its cache hits and misses are recorded) and again, warm.
+Prints a table and appends one JSON line to bench/results/clean.jsonl.
 
-    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_clean.py [--frac 0.1] [--seed 0] [--size 224] [--embedder mobilenet_v2]
+    flock /tmp/rc-cpu.lock .venv/bin/python bench/bench_clean.py [--frac 0.1] [--seed 0] [--bodies ARCH@PX+...] [--cache-dir DIR]
 """
 import argparse, json, os, platform, shutil, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from recycle_classifier.clean import (suggest, list_photos, class_names, split_label, clean_embedder, embed_photos,
-                                      oof_probs, DEFAULT_EMBEDDER)
+                                      oof_probs, DEFAULT_BODIES)
 from recycle_classifier.embed import FeatureCache
 from recycle_classifier.fileio import append_jsonl
 
@@ -68,10 +70,10 @@ def main():
     ap.add_argument('--data', type=Path, default=DATA, help='dataset to copy (default: TrashNet train)')
     ap.add_argument('--frac', type=float, default=0.1, help='fraction of labels to flip (default 0.1)')
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--size', type=int, default=224, help='embedding image size (default 224)')
+    ap.add_argument('--size', type=int, default=None, help='image size for a body named without @PX')
     ap.add_argument('--folds', type=int, default=5)
-    ap.add_argument('--embedder', default=DEFAULT_EMBEDDER, help='ImageNet body (default %(default)s)')
-    ap.add_argument('--cache', type=Path, default=None, help="feature cache folder (default: the user's shared one)")
+    ap.add_argument('--bodies', '--embedder', default=DEFAULT_BODIES, help="ImageNet bodies (default train's, %(default)s)")
+    ap.add_argument('--cache-dir', '--cache', type=Path, default=None, help="feature cache folder (default: the user's shared one)")
     args = ap.parse_args()
     if not args.data.is_dir(): sys.exit(f'{args.data}: no such folder')
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,19 +82,19 @@ def main():
         flipped = flip_labels(root, args.frac, args.seed)
         k = 2 * len(flipped)
         t0 = time.perf_counter()
-        sg = suggest(root, size=args.size, folds=args.folds, seed=args.seed, cache_dir=args.cache, progress=True,
-                     embedder=args.embedder)
+        sg = suggest(root, size=args.size, folds=args.folds, seed=args.seed, cache_dir=args.cache_dir, progress=True,
+                     bodies=args.bodies)
         seconds = time.perf_counter() - t0
         t0 = time.perf_counter()  # again, as after applying decisions: every photo's features come from the cache
-        suggest(root, size=args.size, folds=args.folds, seed=args.seed, cache_dir=args.cache, embedder=args.embedder)
+        warm = suggest(root, size=args.size, folds=args.folds, seed=args.seed, cache_dir=args.cache_dir, bodies=args.bodies)
         seconds_warm = time.perf_counter() - t0
         t = sg.table[sg.table.quality.notna()]
         ranked = list(t.path)
         label_flag = t[t.reason.str.contains('label:', regex=False)]
         oof_loss = -np.log(np.clip(t.quality.values, 1e-12, 1))
         top_loss_oof = list(t.path.values[np.argsort(-oof_loss, kind='stable')])
-        emb = clean_embedder(size=args.size, name=args.embedder)
-        good, X, _ = embed_photos(root, list_photos(root), emb, FeatureCache(args.cache))
+        emb = clean_embedder(size=args.size, bodies=args.bodies)
+        good, X, _ = embed_photos(root, list_photos(root), emb, FeatureCache(args.cache_dir))
         labels = np.array([sg.classes.index(split_label(r)[1]) for r in good])
         C = oof_probs.__defaults__[-1]
         top_loss_in = [good[i] for i in np.argsort(-in_sample_top_loss(X, labels, C), kind='stable')]
@@ -104,16 +106,17 @@ def main():
     res = dict(
         date=datetime.now(timezone.utc).isoformat(timespec='seconds'), dataset=str(args.data), photos=len(t),
         flipped=len(flipped), frac=args.frac, seed=args.seed, size=args.size, folds=args.folds, embedder=sg.embedder,
-        seconds=round(seconds, 1), seconds_warm_cache=round(seconds_warm, 1), oof_accuracy_vs_true_labels=round(oof_acc_true, 4),
+        seconds=round(seconds, 1), cache_first_run=sg.cache, seconds_warm_cache=round(seconds_warm, 1), cache_warm_run=warm.cache, oof_accuracy_vs_true_labels=round(oof_acc_true, 4),
         ours=at_k(ranked, flipped, k),
         cleanlab_flagged=dict(n=len(label_flag), hits=hits_flag, precision=round(hits_flag / max(1, len(label_flag)), 4),
                               recall=round(hits_flag / len(flipped), 4)),
         top_loss_out_of_fold=at_k(top_loss_oof, flipped, k),
         top_loss_in_sample=at_k(top_loss_in, flipped, k),
         top_loss_in_sample_C1=at_k(top_loss_in_weak, flipped, k),
-        flagged_other=sg.counts(), machine=f'{platform.machine()} {os.cpu_count()} cpus')
+        flagged_other=sg.counts(), machine=f'{platform.machine()} {os.cpu_count()} cpus',
+        load_average=[round(x, 1) for x in os.getloadavg()])   # timings on a shared machine mean little without it
     print(f'TrashNet train: {res["photos"]} photos, {len(flipped)} labels flipped ({args.frac:.0%}, seed {args.seed}); '
-          f'top K = {k}; suggest took {seconds:.1f}s, {seconds_warm:.1f}s again from the cache ({sg.embedder}; out-of-fold accuracy vs true labels {oof_acc_true:.1%})')
+          f'top K = {k}; suggest took {seconds:.1f}s (cache {sg.cache}), {seconds_warm:.1f}s again from the cache ({sg.embedder}; out-of-fold accuracy vs true labels {oof_acc_true:.1%})')
     print(f'{"ranking":<44} {"precision":>9} {"recall":>7}')
     for name, key in [('ours: cleanlab issues first, by label quality', 'ours'),
                       ('plain top loss, out-of-fold (same model)', 'top_loss_out_of_fold'),

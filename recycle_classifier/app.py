@@ -18,11 +18,11 @@ from .predictor import FORMATS, load_predictor   # no torch: formats import thei
 
 # %% auto #0
 __all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB',
-           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER', 'Bin',
-           'Guidelines', 'parse_guidelines', 'load_guidelines', 'list_guidelines', 'find_models', 'fast_twin',
-           'heatmap_source', 'newest', 'Prediction', 'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars',
-           'bin_badge', 'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port',
-           'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
+           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER',
+           'TEMPLATE', 'Bin', 'Guidelines', 'parse_guidelines', 'load_guidelines', 'list_guidelines', 'find_models',
+           'fast_twin', 'heatmap_source', 'newest', 'Prediction', 'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri',
+           'prob_bars', 'bin_badge', 'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port',
+           'local_template', 'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
 DEFAULT_GUIDELINES = GUIDELINES_DIR/'default.yaml'
@@ -39,6 +39,8 @@ WORK_PX = 1024              # photos are shrunk to this before the model sees th
 # %% ../nbs/08_app.ipynb #279f6a98
 _COLOR = re.compile(r'#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20}|rgba?\([0-9., %]+\)')
 
+def _is_pattern(name: str) -> bool: return bool(set(name) & set('*?['))
+
 @dataclass
 class Bin:
     "One bin of a site's rules: what people see, and the classes that go in it (names or shell patterns)"
@@ -51,16 +53,17 @@ class Bin:
     def takes(self, label: str, patterns: bool = False) -> bool:
         "Whether this bin lists `label` by name (or, with `patterns`, by a pattern it matches)"
         if not patterns: return label in self.classes
-        return any(fnmatch.fnmatchcase(label, p) for p in self.classes if set(p) & set('*?['))
+        return any(fnmatch.fnmatchcase(label, p) for p in self.classes if _is_pattern(p))
 
 @dataclass
 class Guidelines:
-    "A site's recycling rules: which bin each class goes in"
+    "A site's recycling rules: which bin each class goes in, and what to do with each item"
     name: str
     bins: list
     tips: dict = field(default_factory=dict)
     unsure: str = ''
     source: str = ''
+    advice: dict = field(default_factory=dict)   # class (or pattern) -> what to do with it; replaces its bin's advice
 
     def bin_for(self, label: str) -> Bin | None:
         "The bin `label` goes in: listed by name first, then the first pattern it matches; None without a rule"
@@ -68,6 +71,12 @@ class Guidelines:
             for b in self.bins:
                 if b.takes(label, patterns): return b
         return None
+
+    def advice_for(self, label: str) -> str:
+        "What to tell people about `label`: its own advice (by name, then pattern), else its bin's; then its tip"
+        own = self.advice.get(label) or next((a for p, a in self.advice.items() if _is_pattern(p) and fnmatch.fnmatchcase(label, p)), '')
+        b = self.bin_for(label)
+        return ' '.join(filter(None, [own or (b.advice if b else ''), self.tips.get(label)]))
 
     def missing(self, classes) -> list[str]:
         "The classes these rules say nothing about"
@@ -89,6 +98,13 @@ def _parse_bin(key, b, where: str) -> Bin:
     _check(_COLOR.fullmatch(color), where, f'bin {key!r}: {color!r} is not a colour such as "#1565c0"')
     return Bin(str(key), str(b.get('label') or key), color, str(b.get('advice') or ''), [str(c) for c in classes])
 
+def _class_lines(data, key: str, where: str) -> dict:
+    "An optional mapping of class names (or patterns) to one line of text, checked"
+    lines = data.get(key) or {}
+    _check(isinstance(lines, dict) and all(isinstance(v, (str, int, float)) for v in lines.values()), where,
+           f'`{key}` must map class names to one line of text')
+    return {str(k): str(v) for k, v in lines.items()}
+
 def parse_guidelines(data, where: str = 'rules') -> Guidelines:
     "Check a parsed rules file and turn it into `Guidelines`, or raise a `UserError` that says what to fix"
     _check(isinstance(data, dict), where, 'expected a mapping with `name` and `bins`')
@@ -99,10 +115,8 @@ def parse_guidelines(data, where: str = 'rules') -> Guidelines:
         for c in b.classes:
             _check(c not in seen, where, f'class {c!r} is in two bins ({seen.get(c)!r} and {b.key!r})')
             seen[c] = b.key
-    tips = data.get('tips') or {}
-    _check(isinstance(tips, dict), where, '`tips` must map class names to one line of text')
-    return Guidelines(str(data.get('name') or where), bins, {str(k): str(v) for k, v in tips.items()},
-                      str(data.get('unsure') or ''), where)
+    return Guidelines(str(data.get('name') or where), bins, _class_lines(data, 'tips', where), str(data.get('unsure') or ''),
+                      where, _class_lines(data, 'advice', where))
 
 def load_guidelines(src, name: str | None = None) -> Guidelines:
     "Read rules from a YAML file's path or bytes, or raise a `UserError` saying what is wrong"
@@ -177,7 +191,8 @@ def with_model_bins(rules: Guidelines, meta: dict | None) -> Guidelines:
     keys = {b.key for b in rules.bins}
     extra = {c: k for c, k in bins.items() if k in keys and rules.bin_for(c) is None}
     new_bins = [Bin(b.key, b.label, b.color, b.advice, b.classes + [c for c, k in extra.items() if k == b.key]) for b in rules.bins]
-    return Guidelines(rules.name, new_bins, {**{str(k): str(v) for k, v in tips.items()}, **rules.tips}, rules.unsure, rules.source)
+    return Guidelines(rules.name, new_bins, {**{str(k): str(v) for k, v in tips.items()}, **rules.tips}, rules.unsure, rules.source,
+                      rules.advice)
 
 # %% ../nbs/08_app.ipynb #3693bea1
 @dataclass
@@ -202,8 +217,9 @@ def verdict(pred: Prediction, rules: Guidelines, threshold: float = DEFAULT_THRE
         return Verdict('novel', label, f'Not something this model knows (closest: {label} {p:.0%})', None, doubt)
     if p >= threshold or len(ranked) == 1:
         b = rules.bin_for(label)
-        advice = b.advice if b else f'The rules "{rules.name}" have no bin for {label}; check the signs or ask staff.'
-        return Verdict('sure', label, f'{label.capitalize()} {p:.0%}', b, ' '.join(filter(None, [advice, rules.tips.get(label)])))
+        nobin = f'The rules "{rules.name}" have no bin for {label}; check the signs or ask staff.'
+        advice = rules.advice_for(label) if b else ' '.join(filter(None, [nobin, rules.tips.get(label)]))
+        return Verdict('sure', label, f'{label.capitalize()} {p:.0%}', b, advice)
     cands = _candidates(ranked)
     headline = 'Not sure: ' + ', '.join(f'{c} {q:.0%}' for c, q in cands)
     bins = [rules.bin_for(c) for c, _ in cands]
@@ -237,10 +253,29 @@ CSS = """<style>
 .rc-row{display:grid;grid-template-columns:120px 1fr 44px;gap:8px;align-items:center;font-size:13px;height:20px}
 .rc-track{background:#eceff1;border-radius:4px;height:12px;overflow:hidden}
 .rc-fill{height:100%;background:#90a4ae}
-.rc-row.rc-top .rc-fill{background:#2e7d32}
+.rc-row.rc-top.rc-sure .rc-fill{background:#2e7d32}
+.rc-row.rc-top.rc-low .rc-fill{background:#f9a825}
 .rc-row.rc-top{font-weight:700}
 .rc-more{color:#777;font-size:12px}
 .rc-reason{color:#b71c1c;font-weight:600;font-size:16px;margin:4px 0}
+.rc-upload{font-size:0 !important}
+.rc-upload::before{content:attr(title);font-size:16px;font-weight:600}
+.rc-controls{flex-wrap:wrap}
+@media (max-width:600px){
+ .rc-title{font-size:22px}
+ .rc-card{flex-direction:column;flex-wrap:nowrap;gap:6px;padding:8px}
+ .rc-card .rc-images,.rc-card .rc-info{display:contents}
+ .rc-card .rc-photo-fig{order:1}
+ .rc-card .rc-photo-fig figcaption{display:none}
+ .rc-card .rc-photo{max-height:200px;max-width:100%}
+ .rc-card .rc-bin,.rc-card .rc-nobin{order:2;text-align:center;font-size:20px}
+ .rc-card .rc-headline{order:3;margin:0}
+ .rc-card .rc-advice,.rc-card .rc-reason{order:4;margin:0}
+ .rc-card .rc-bars{order:5}
+ .rc-card .rc-heat-fig{order:6}
+ .rc-card .rc-file{order:7}
+ .rc-row{grid-template-columns:96px 1fr 40px}
+}
 </style>"""
 
 def _esc(s) -> str: return html.escape(str(s), quote=True)
@@ -253,10 +288,11 @@ def jpeg_uri(im: Image.Image, px: int = PREVIEW_PX, quality: int = 82) -> str:
     im.convert('RGB').save(buf, 'JPEG', quality=quality)
     return 'data:image/jpeg;base64,' + base64.b64encode(buf.getvalue()).decode()
 
-def prob_bars(pred: Prediction, top: str, most: int = 8) -> str:
-    "A probability bar for each class (the `most` likeliest; the rest summed up in one line)"
+def prob_bars(pred: Prediction, top: str, most: int = 8, sure: bool = True) -> str:
+    "A probability bar for each class (the `most` likeliest; the rest summed up in one line); `top`'s is green if `sure`, else amber"
     ranked = pred.ranked
-    rows = [f'<div class="rc-row{" rc-top" if c == top else ""}" data-class="{_esc(c)}"><span>{_esc(c)}</span>'
+    mark = f' rc-top {"rc-sure" if sure else "rc-low"}'
+    rows = [f'<div class="rc-row{mark if c == top else ""}" data-class="{_esc(c)}"><span>{_esc(c)}</span>'
             f'<div class="rc-track"><div class="rc-fill" style="width:{p * 100:.1f}%"></div></div>'
             f'<span>{p:.0%}</span></div>' for c, p in ranked[:most]]
     if len(ranked) > most:
@@ -270,13 +306,13 @@ def bin_badge(v: Verdict) -> str:
 
 def result_card(name: str, photo_uri: str, heat_uri: str | None, pred: Prediction, v: Verdict, upload: int) -> str:
     "The card for one classified photo"
-    heat = (f'<figure><img class="rc-heatmap" src="{heat_uri}" alt="heatmap"><figcaption>What the model looked at'
+    heat = (f'<figure class="rc-heat-fig"><img class="rc-heatmap" src="{heat_uri}" alt="heatmap"><figcaption>What the model looked at'
             f'</figcaption></figure>') if heat_uri else ''
     return (f'<div class="rc-card rc-{v.kind}" data-upload="{upload}" data-label="{_esc(v.label)}" data-kind="{v.kind}" '
-            f'data-bin="{_esc(v.bin.key if v.bin else "")}"><div class="rc-images"><figure><img class="rc-photo" '
+            f'data-bin="{_esc(v.bin.key if v.bin else "")}"><div class="rc-images"><figure class="rc-photo-fig"><img class="rc-photo" '
             f'src="{photo_uri}" alt="your photo"><figcaption>Your photo</figcaption></figure>{heat}</div>'
             f'<div class="rc-info"><div class="rc-file">{_esc(name)}</div><div class="rc-headline">{_esc(v.headline)}</div>'
-            f'{bin_badge(v)}<div class="rc-advice">{_esc(v.advice)}</div>{prob_bars(pred, v.label)}</div></div>')
+            f'{bin_badge(v)}<div class="rc-advice">{_esc(v.advice)}</div>{prob_bars(pred, v.label, sure=v.kind == "sure")}</div></div>')
 
 def error_card(name: str, reason: str, upload: int) -> str:
     "The card for a file that could not be used"
@@ -310,11 +346,12 @@ def _file_items(value) -> list:
 
 # %% ../nbs/08_app.ipynb #40251597
 class RecycleApp:
-    "The app's widgets and state: pick a model and rules, upload photos, read the cards"
+    "The app's widgets and state: pick a model and rules, upload photos, read the cards; `kiosk`: photos only, for the public"
     def __init__(self, model=None, models_dir=MODELS_DIR, guidelines=None, threshold: float = DEFAULT_THRESHOLD,
-                 max_upload_mb: float = MAX_UPLOAD_MB, heatmap: bool = False):
+                 max_upload_mb: float = MAX_UPLOAD_MB, heatmap: bool = False, kiosk: bool = False):
         import ipywidgets as W
         self.W, self.threshold, self.max_bytes, self.want_heatmap = W, threshold, int(max_upload_mb * 1e6), heatmap
+        self.kiosk = kiosk
         self.model, self.rules, self.last, self.n_uploads, self.timing = None, None, [], 0, {}
         self.model_rules, self.heatmaps = None, None
         self._build_widgets(W)
@@ -325,22 +362,27 @@ class RecycleApp:
         "Create the widgets and wire their callbacks"
         self.header = W.HTML(CSS + '<div class="rc-title">Which bin?</div><div class="rc-sub">Take or choose photos '
                              'of the items; the app says what each one is and where it goes.</div>')
-        self.upload = W.FileUpload(accept='image/*', multiple=True, description='Take or choose photos',
-                                   icon='camera', button_style='success', layout=W.Layout(width='260px', height='44px'))
-        self.model_picker = W.Dropdown(description='Model', layout=W.Layout(width='360px', display='none'))
-        self.rules_picker = W.Dropdown(description='Rules', layout=W.Layout(width='360px'))
-        self.rules_upload = W.FileUpload(accept='.yaml,.yml', multiple=False, description='Use my own rules',
-                                         icon='file-text', layout=W.Layout(width='180px'))
+        # FileUploads show "description (files held)": the label is drawn from the tooltip by CSS (`.rc-upload`), so
+        # the emptied button never reads "(0)"; no icons, which would need Font Awesome from a CDN
+        self.upload = W.FileUpload(accept='image/*', multiple=True, description='', tooltip='Take or choose photos',
+                                   button_style='success', layout=W.Layout(width='260px', height='44px'))
+        self.model_picker = W.Dropdown(description='Model', layout=W.Layout(width='100%', max_width='360px', display='none'))
+        self.rules_picker = W.Dropdown(description='Rules', layout=W.Layout(width='100%', max_width='360px'))
+        self.rules_upload = W.FileUpload(accept='.yaml,.yml', multiple=False, description='', tooltip='Use my own rules',
+                                         layout=W.Layout(width='180px'))
         self.heatmap_box = W.Checkbox(value=self.want_heatmap, description='Show what the model looked at (slower)',
-                                      indent=False, layout=W.Layout(width='360px'))
+                                      indent=False, layout=W.Layout(width='100%', max_width='360px'))
+        for w in (self.upload, self.rules_upload): w.add_class('rc-upload')
         self.status, self.notes = W.HTML(), W.HTML()
         self.results = W.VBox()
         self.log = W.Output(layout=W.Layout(display='none'))
-        self.widget = W.VBox([self.header, self.upload, self.status, self.results,
-                              W.HBox([self.rules_picker, self.rules_upload]), self.model_picker, self.heatmap_box,
-                              self.notes, self.log])
+        controls = W.HBox([self.rules_picker, self.rules_upload])
+        controls.add_class('rc-controls')
+        staff = [] if self.kiosk else [controls, self.model_picker, self.heatmap_box, self.notes]
+        self.widget = W.VBox([self.header, self.upload, self.status, self.results, *staff, self.log])
         self.widget.add_class('rc-app')
         self.upload.observe(self._on_upload, 'value')
+        if self.kiosk: return   # the public cannot change rules, model or heatmaps: nothing listens to those widgets
         self.rules_upload.observe(self._on_rules_upload, 'value')
         self.heatmap_box.observe(self._on_heatmap_box, 'value')
 
@@ -370,7 +412,7 @@ def _setup_rules(self: RecycleApp, guidelines=None):
             self.log_text(f'{e}; using the default rules')
             chosen = None
     self._refresh_rules(chosen or next(iter(self._rules), None))
-    self.rules_picker.observe(self._on_rules, 'value')
+    if not self.kiosk: self.rules_picker.observe(self._on_rules, 'value')
     if not self._rules: raise UserError('No rules file found, so bins cannot be shown; load one with "Use my own rules".')
 
 @patch
@@ -421,13 +463,13 @@ def _setup_models(self: RecycleApp, model=None, models_dir=MODELS_DIR):
     if chosen and chosen not in found: found[chosen] = Path(chosen).name
     chosen = chosen or (str(newest([Path(p) for p in found]).resolve()) if found else None)
     self.model_picker.options = [(n, p) for p, n in found.items()]
-    self.model_picker.layout.display = None if len(found) > 1 else 'none'
+    self.model_picker.layout.display = None if len(found) > 1 and not self.kiosk else 'none'
     if chosen is None:
         self.upload.disabled = True
         raise UserError(f'No model in {models_dir}. Train one with `recycle-classifier train` (or `make demo`), '
                         'or start the app with --model.')
     self.model_picker.value = chosen
-    self.model_picker.observe(self._on_model, 'value')
+    if not self.kiosk: self.model_picker.observe(self._on_model, 'value')
     self.use_model(chosen)
 
 @patch
@@ -548,7 +590,8 @@ def handle_files(self: RecycleApp, files) -> list:
     try:
         results = self.classify(files)
         self.display(results)
-        if self.heatmap_box.value and self.heatmaps and any(p for _, _, p, _ in results):
+        # in a kiosk only the command line's --heatmaps counts: the hidden checkbox may say anything
+        if (self.want_heatmap if self.kiosk else self.heatmap_box.value) and self.heatmaps and any(p for _, _, p, _ in results):
             self.say('Drawing what the model looked at…', 'busy')
             self.display(results := self.add_heatmaps(results))
     finally: self.upload.disabled = False
@@ -574,7 +617,8 @@ def _on_heatmap_box(self: RecycleApp, change):
 # %% ../nbs/08_app.ipynb #4c97efae
 ENV_VARS = dict(model='RECYCLE_CLASSIFIER_MODEL', models_dir='RECYCLE_CLASSIFIER_MODELS_DIR',
                 guidelines='RECYCLE_CLASSIFIER_GUIDELINES', threshold='RECYCLE_CLASSIFIER_THRESHOLD',
-                max_upload_mb='RECYCLE_CLASSIFIER_MAX_UPLOAD_MB', heatmaps='RECYCLE_CLASSIFIER_HEATMAPS')
+                max_upload_mb='RECYCLE_CLASSIFIER_MAX_UPLOAD_MB', heatmaps='RECYCLE_CLASSIFIER_HEATMAPS',
+                kiosk='RECYCLE_CLASSIFIER_KIOSK')
 
 def app_from_env(env=None):
     "The app configured by the environment variables that `recycle-classifier app` sets (for the Voilà notebook)"
@@ -583,7 +627,7 @@ def app_from_env(env=None):
     return RecycleApp(model=get('model'), models_dir=get('models_dir', MODELS_DIR), guidelines=get('guidelines'),
                       threshold=float(get('threshold', DEFAULT_THRESHOLD)),
                       max_upload_mb=float(get('max_upload_mb', MAX_UPLOAD_MB)),
-                      heatmap=get('heatmaps', '0') == '1').widget
+                      heatmap=get('heatmaps', '0') == '1', kiosk=get('kiosk', '0') == '1').widget
 
 def check_port(host: str, port: int):
     "Raise a `UserError` unless this machine can listen on `host`:`port`"
@@ -600,8 +644,22 @@ PAGE_EXTENSIONS = ['@jupyter-widgets/jupyterlab-manager', '@voila-dashboards/wid
 # takes the MathJax-2 route instead, which loads that script on the first typeset: this one is an empty stand-in.
 NO_TYPESETTER = 'data:text/javascript,window.MathJax={Hub:{Config(){},Configured(){},Queue(){},Register:{StartupHook(){}}}};//'
 
+TEMPLATE = 'recycle'   # Voilà's lab template, less what it fetches from other hosts (Font Awesome's stylesheets from a CDN)
+_REMOTE_LINK = re.compile(r'\s*<link\b[^>]*\bhref="(?:https?:)?//[^"]*"[^>]*>')
+
+def local_template(root) -> str | None:
+    "Write the `TEMPLATE` Voilà template into `root` (a copy of Voilà's lab page without links to other hosts); its name"
+    from jupyter_core.paths import jupyter_path
+    src = next((Path(p)/'index.html.j2' for p in jupyter_path('voila', 'templates', 'lab') if (Path(p)/'index.html.j2').is_file()), None)
+    if src is None: return None
+    d = Path(root)/'voila'/'templates'/TEMPLATE
+    d.mkdir(parents=True, exist_ok=True)
+    (d/'index.html.j2').write_text(_REMOTE_LINK.sub('', src.read_text(encoding='utf-8')), encoding='utf-8')
+    (d/'conf.json').write_text(json.dumps({'base_template': 'lab'}))
+    return TEMPLATE
+
 def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
-    "Fill `root` with Voilà's settings (voila.json: lean pages, big uploads) and a `python3` kernel that is this very interpreter"
+    "Fill `root` with Voilà's settings (voila.json: lean pages, big uploads, nothing from other hosts) and a `python3` kernel that is this very interpreter"
     root = Path(root)
     k = root/'kernels'/'python3'
     k.mkdir(parents=True, exist_ok=True)
@@ -611,6 +669,7 @@ def voila_home(root, max_upload_mb: float = MAX_UPLOAD_MB) -> Path:
     ws_limit = int(max(64, 10 * max_upload_mb) * 2**20)   # room for a selection of ten photos at the limit
     settings = {'Voila': {'tornado_settings': {'websocket_max_message_size': ws_limit, 'mathjax_url': NO_TYPESETTER}},
                 'VoilaConfiguration': {'extension_allowlist': PAGE_EXTENSIONS}}
+    if (template := local_template(root)): settings['VoilaConfiguration']['template'] = template
     (root/'voila.json').write_text(json.dumps(settings))
     return root
 
@@ -640,7 +699,8 @@ def app_env(args) -> dict:
     if not APP_NOTEBOOK.is_file(): raise UserError(f'{APP_NOTEBOOK} is missing; reinstall recycle-classifier from its repository')
     check_port(args.host, args.port)
     values = dict(model=model, models_dir=models_dir, guidelines=guidelines, threshold=args.threshold,
-                  max_upload_mb=args.max_upload_mb, heatmaps='1' if getattr(args, 'heatmaps', False) else None)
+                  max_upload_mb=args.max_upload_mb, heatmaps='1' if getattr(args, 'heatmaps', False) else None,
+                  kiosk='1' if getattr(args, 'kiosk', False) else None)
     return {ENV_VARS[k]: str(v) for k, v in values.items() if v is not None}
 
 # %% ../nbs/08_app.ipynb #ef830910
@@ -685,6 +745,8 @@ def add_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--open', action='store_true', help='open the app in a web browser')
     p.add_argument('--pool-size', type=int, default=POOL_SIZE,
                    help='visitors\' pages kept started and ready, so a page is ready at once (default %(default)s; 0: none)')
+    p.add_argument('--kiosk', action='store_true',
+                   help='for a public screen: only the upload button and the answers (no rules, model or heatmap controls)')
     p.add_argument('--heatmaps', action='store_true',
                    help='show what the model looked at from the start (needs the .pkl; loads torch in each page)')
     p.set_defaults(func=cmd_app)

@@ -20,13 +20,14 @@ from .layout import QUARANTINE, SPLIT_NAMES, walk_dataset, is_split_layout, clas
 from .images import open_image, thumbnail_jpeg, prob_bars_html
 
 # %% auto #0
-__all__ = ['STATE_DIR', 'JOURNAL', 'DEFAULT_EMBEDDER', 'DEFAULT_SIZE', 'CSV_COLUMNS', 'class_names', 'list_photos', 'split_label',
-           'learner_embedder', 'clean_embedder', 'embed_photos', 'oof_probs', 'label_issues', 'rank_order',
-           'neighbours', 'outlier_scores', 'Suggestions', 'score_photos', 'suggestion_table', 'suggest', 'journal_path',
-           'read_journal', 'journal_append', 'dataset_lock', 'ApplyRecord', 'journal_applies', 'moves_map', 'locate',
-           'free_name', 'parse_decision', 'check_rel', 'target_folder', 'ApplyReport', 'apply_decisions', 'undo_last',
-           'dataset_files', 'write_suggestions_csv', 'read_suggestions_csv', 'Cleaner', 'cmd_suggest', 'cmd_apply',
-           'cmd_undo', 'add_command']
+__all__ = ['STATE_DIR', 'JOURNAL', 'DEFAULT_BODIES', 'DEFAULT_EMBEDDER', 'MODEL_SIZE', 'CSV_COLUMNS', 'class_names',
+           'list_photos', 'split_label', 'learner_embedder', 'recorded_bodies', 'clean_embedder', 'embed_photos',
+           'oof_probs', 'label_issues', 'rank_order', 'neighbours', 'outlier_scores', 'Suggestions', 'score_photos',
+           'suggestion_table', 'suggest', 'journal_path', 'read_journal', 'journal_append', 'dataset_lock',
+           'ApplyRecord', 'journal_applies', 'moves_map', 'locate', 'free_name', 'parse_decision', 'check_rel',
+           'target_folder', 'ApplyReport', 'apply_decisions', 'undo_last', 'dataset_files', 'write_suggestions_csv',
+           'read_suggestions_csv', 'Cleaner', 'suggestion_records', 'cmd_suggest', 'cmd_apply', 'cmd_undo',
+           'add_command']
 
 # %% ../nbs/05_clean.ipynb #6ef6cb9b
 STATE_DIR = '.clean'  # journal and lock; hidden, so never scanned as data
@@ -51,7 +52,11 @@ def split_label(rel: str) -> tuple[str, str]:
     return ('', parts[0]) if len(parts) == 2 else (parts[0], parts[1])
 
 # %% ../nbs/05_clean.ipynb #80763ded
-DEFAULT_EMBEDDER, DEFAULT_SIZE = 'mobilenet_v2', 224
+# train's default recipe's bodies (`train.DEFAULT_BODIES`): judging labels on the features `train` caches means
+# a dataset is embedded once for both; a stage cannot import another, so the value is repeated here (tests check it)
+DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'
+DEFAULT_EMBEDDER = DEFAULT_BODIES   # the name of earlier versions
+MODEL_SIZE = 224                    # image size for a fastai model's own body when it records none
 
 def learner_embedder(model, size: int | None = None):
     "An `Embedder` over the frozen body of the exported fastai learner at `model` (its features cached under the file's hash)"
@@ -64,29 +69,55 @@ def learner_embedder(model, size: int | None = None):
     norm = meta.get('normalize') or {}
     emb = Embedder.__new__(Embedder)  # the shared Embedder's methods over a body that is not an ImageNet one
     emb.arch, emb.resize, emb.source = f"{meta.get('arch', 'model')}-{file_sha256(model)[:12]}", 'squish', str(model)
-    emb.size = emb.base = int(size or meta.get('image_size') or DEFAULT_SIZE)
+    emb.size = emb.base = int(size or meta.get('image_size') or MODEL_SIZE)
     stats = (norm.get('mean', imagenet_stats[0]), norm.get('std', imagenet_stats[1]))
     emb.net = FrozenBody(learn.model[0].float().eval(), emb.arch, emb.size, stats)
     emb.engine = TorchEngine(emb.net)
     with torch.no_grad(): emb.dim = int(emb.net(torch.zeros(1, 3, 64, 64)).shape[1])
     return emb
 
-def clean_embedder(model=None, size: int | None = None, name: str = DEFAULT_EMBEDDER):
-    "The shared `Embedder` of `name` at `size` px, or the body of the exported learner at `model`"
+def recorded_bodies(meta: dict) -> tuple[str, str] | None:
+    "The frozen ImageNet bodies a model's metadata says it was trained on, as (spec `arch@px+...`, resize); None if it records none"
+    e = (meta or {}).get('embedder') or ((meta or {}).get('model') or {}).get('embedder')
+    parts = (e.get('parts') or [e]) if isinstance(e, dict) else []
+    if not parts or not all(isinstance(p, dict) and p.get('arch') and p.get('size') for p in parts): return None
+    return '+'.join(f"{p['arch']}@{int(p['size'])}" for p in parts), str(parts[0].get('resize') or 'squish')
+
+def clean_embedder(model=None, size: int | None = None, bodies: str = DEFAULT_BODIES):
+    "The shared `Embedder` of `bodies` (a body named without @PX is used at `size`), or the bodies `model` was trained on"
     from recycle_classifier.embed import get_embedder
-    if model is None: return get_embedder(name, int(size or DEFAULT_SIZE))
+    if model is None: return get_embedder(bodies, size)
     if not Path(model).exists(): raise UserError(f'{model}: no such model file')
+    from recycle_classifier.predictor import load_predictor
+    found = recorded_bodies(load_predictor(model).meta)
+    if found:
+        if size is not None: raise UserError(f'--size: {Path(model).name} was trained on {found[0]}; its features are used at those sizes')
+        return get_embedder(found[0], resize=found[1])   # the features its training cached are read
+    if Path(model).suffix != '.pkl':
+        raise UserError(f'{model}: it records no ImageNet bodies to embed with; give the .pkl it was exported to')
     return learner_embedder(model, size)
 
 # %% ../nbs/05_clean.ipynb #d35af2b9
+def _bar(progress: bool):
+    "With `progress`: fastprogress's bar on a terminal, else a plain line on stderr at each quarter (no bar fragments in logs)"
+    # the same behaviour as train's; one shared helper below the stages is to replace both
+    if not progress: return None
+    if sys.stderr.isatty():
+        from fastprogress.fastprogress import progress_bar
+        return progress_bar
+    def lines(batches):
+        n = len(batches)
+        for i, b in enumerate(batches):
+            if n > 4 and i % max(1, n // 4) == 0: print(f'  embedding: {i * 100 // n}%', file=sys.stderr, flush=True)
+            yield b
+    return lines
+
 def embed_photos(root, rels, emb, cache=None, bs: int = 32, progress: bool = False):
     "Unit vectors of the photos `rels` through the shared feature cache: (photos embedded, vectors, unreadable with reasons)"
     from recycle_classifier.embed import FeatureCache
-    from fastprogress.fastprogress import progress_bar
     root = Path(root)
     cache = FeatureCache() if cache is None else cache
-    feats, ok, errors = cache.features(emb, [root/r for r in rels], views=('orig',), bs=bs,
-                                       progress=progress_bar if progress else None)
+    feats, ok, errors = cache.features(emb, [root/r for r in rels], views=('orig',), bs=bs, progress=_bar(progress))
     X = feats[:, 0] / np.maximum(np.linalg.norm(feats[:, 0], axis=1, keepdims=True), 1e-12)
     rel = lambda p: Path(p).relative_to(root).as_posix()
     return [rel(p) for p in ok], X.astype(np.float32), [(rel(p), why) for p, why in errors]
@@ -161,6 +192,7 @@ class Suggestions:
     table: pd.DataFrame
     oof_accuracy: float
     embedder: str
+    cache: dict = field(default_factory=dict)   # feature cache hits and misses (photos embedded) of this run
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -175,8 +207,9 @@ class Suggestions:
     def summary(self) -> str:
         "One paragraph for people"
         c = self.counts()
+        fed = f"; {self.cache['hits']} from the feature cache, {self.cache['misses']} embedded" if self.cache else ''
         return (f'{len(self.table)} photos in {len(self.classes)} classes; out-of-fold accuracy {self.oof_accuracy:.1%} '
-                f'({self.embedder}). Flagged {len(self.flagged)}: {c["label"]} likely wrong labels, '
+                f'({self.embedder}{fed}). Flagged {len(self.flagged)}: {c["label"]} likely wrong labels, '
                 f'{c["near-duplicate"]} near-duplicates, {c["outlier"]} outliers, {c["unreadable"]} unreadable.')
 
 # %% ../nbs/05_clean.ipynb #14466f61
@@ -223,20 +256,22 @@ def suggestion_table(good, labels, classes, s: dict, hashes: dict, bad, dup_thre
 # %% ../nbs/05_clean.ipynb #602dbcef
 def suggest(root, model=None, size: int | None = None, folds: int = 5, seed: int = 0, cache_dir=None,
             dup_threshold: float = 0.97, outlier_z: float = 5.0, progress: bool = False, use_cache: bool = True,
-            embedder: str = DEFAULT_EMBEDDER) -> Suggestions:
+            bodies: str = DEFAULT_BODIES) -> Suggestions:
     "Score every photo under `root`: out-of-fold probabilities, cleanlab ranking, duplicate and outlier flags"
     from recycle_classifier.embed import FeatureCache
     root = Path(root).expanduser()
     rels, classes = list_photos(root), class_names(root)
-    emb = clean_embedder(model, size, embedder)
-    good, X, bad = embed_photos(root, rels, emb, FeatureCache(cache_dir, enabled=use_cache), progress=progress)
+    emb = clean_embedder(model, size, bodies)
+    cache = FeatureCache(cache_dir, enabled=use_cache)
+    good, X, bad = embed_photos(root, rels, emb, cache, progress=progress)
     labels = np.array([classes.index(split_label(r)[1]) for r in good])
     if len(set(labels.tolist())) < 2: raise UserError(f'{root}: need readable photos of at least 2 classes')
     s = score_photos(X, labels, len(classes), folds, seed)
     hashes = {r: file_sha256(root/r) for r in rels if (root/r).is_file()}
     table = suggestion_table(good, labels, classes, s, hashes, bad, dup_threshold, outlier_z)
-    tag = f'{emb.key}' + (f' body of {Path(model).name}' if model is not None else ' ImageNet')
-    return Suggestions(root, classes, table, float((s['suggested'] == labels).mean()), tag)
+    tag = f'{emb.key}' + (f' of {Path(model).name}' if model is not None else ' ImageNet')
+    return Suggestions(root, classes, table, float((s['suggested'] == labels).mean()), tag,
+                       dict(hits=cache.stats['hits'], misses=cache.stats['misses']))
 
 # %% ../nbs/05_clean.ipynb #d4571bb6
 def journal_path(root) -> Path:
@@ -664,56 +699,99 @@ def _int_at_least(lo: int):
         return v
     return parse
 
+def _json_line(obj, out=None):
+    "One JSON object on a line of stdout (NaN as null)"
+    clean = lambda v: None if isinstance(v, float) and v != v else v
+    print(json.dumps({k: clean(v) for k, v in obj.items()} if isinstance(obj, dict) else obj), file=out or sys.stdout, flush=True)
+
+def suggestion_records(sg: Suggestions, rows: pd.DataFrame) -> list[dict]:
+    "The `--json` records of `rows` of the suggestions: rank, path, split, label, suggested, quality, reason"
+    return [dict(rank=int(r['rank']), path=r['path'], split=r['split'], label=r['label'], suggested=r['suggested'] or None,
+                 quality=None if pd.isna(r['quality']) else round(float(r['quality']), 4), reason=r['reason'])
+            for r in rows.to_dict('records')]
+
 def cmd_suggest(args) -> int:
-    "Rank the photos of DATA_DIR and write the suggestions CSV (progress on stderr)"
+    "Rank the photos of DATA_DIR and write the suggestions CSV; exit 0 (unreadable photos are findings, listed in it)"
     if not 0 < args.dup_threshold <= 1: raise UserError('--dup-threshold must be in (0, 1]')
-    with contextlib.redirect_stdout(sys.stderr):
+    if args.size is not None and args.model is None and '@' in args.bodies and all('@' in b for b in args.bodies.split('+')):
+        raise UserError(f'--size is for a body named without @PX (e.g. --bodies mobilenet_v2 --size 224); {args.bodies} names its sizes')
+    with contextlib.redirect_stdout(sys.stderr):   # whatever a library prints is not this command's output
         sg = suggest(args.data_dir, model=args.model, size=args.size, folds=args.folds, seed=args.seed,
-                     cache_dir=args.cache, dup_threshold=args.dup_threshold, progress=not args.quiet,
-                     use_cache=not args.no_cache, embedder=args.embedder)
+                     cache_dir=args.cache_dir, dup_threshold=args.dup_threshold, progress=not args.quiet,
+                     use_cache=not args.no_cache, bodies=args.bodies)
     out, kept = write_suggestions_csv(sg, args.out, top=args.top, all_rows=args.all)
+    if args.json:
+        for rec in suggestion_records(sg, sg.flagged): _json_line(rec)
+        _json_line(dict(summary=dict(photos=len(sg.table), classes=sg.classes, oof_accuracy=round(sg.oof_accuracy, 4),
+                                     embedder=sg.embedder, flagged=len(sg.flagged), counts=sg.counts(), cache=sg.cache,
+                                     csv=str(out), kept_decisions=kept)))
+        return 0
     print(sg.summary())
-    for _, r in sg.flagged.head(10).iterrows(): print(f'  {r["rank"]:>4}  {r["path"]}: {r["reason"]}')
-    if len(sg.flagged) > 10: print(f'  ... and {len(sg.flagged) - 10} more in the CSV')
+    if not args.quiet:
+        for _, r in sg.flagged.head(10).iterrows(): print(f'  {r["rank"]:>4}  {r["path"]}: {r["reason"]}')
+        if len(sg.flagged) > 10: print(f'  ... and {len(sg.flagged) - 10} more in the CSV')
     print(f'wrote {out}' + (f' (kept {kept} decisions already typed in it)' if kept else ''))
-    print(f'next: set the decision column (keep, remove, or a class name), then run: recycle-classifier clean apply {out}')
+    if not args.quiet: print(f'next: set the decision column (keep, remove, or a class name), then run: recycle-classifier clean apply {out}')
     return 0
 
 # %% ../nbs/05_clean.ipynb #315ec15c
+def _report_out(rep: ApplyReport, args, prefix: str = '') -> int:
+    "Print what an apply or undo did (moves on stdout, problems on stderr; `--json`: one object a line); its exit code"
+    if args.json:
+        for a, s, d in rep.moves: _json_line(dict(action=a, src=s, dst=d, dry_run=bool(getattr(args, 'dry_run', False))))
+        for p, why in rep.problems: _json_line(dict(problem=p, reason=why))
+        _json_line(dict(summary=dict(moves=len(rep.moves), unchanged=len(rep.unchanged), problems=len(rep.problems),
+                                     resumed=rep.resumed, text=prefix + rep.summary())))
+    else:
+        if not args.quiet:
+            for a, s, d in rep.moves: print(f'{prefix and "would be "}{a:<9} {s} -> {d}')
+        for p, why in rep.problems: print(f'problem: {p}: {why}', file=sys.stderr)
+        print(prefix + rep.summary())
+    return 1 if rep.problems else 0
+
 def cmd_apply(args) -> int:
     "Apply the decisions of a suggestions CSV; exit 1 if any could not be"
     root, rows = read_suggestions_csv(args.csv)
     rep = apply_decisions(root, rows, source=str(Path(args.csv).resolve()), dry_run=args.dry_run)
-    for line in rep.lines(): print(('would be ' if args.dry_run and not line.startswith('problem') else '') + line)
-    print(('dry run: ' if args.dry_run else '') + rep.summary())
-    if rep.moves and not args.dry_run: print(f'undo with: recycle-classifier clean undo {root}')
-    return 1 if rep.problems else 0
+    code = _report_out(rep, args, 'dry run: ' if args.dry_run else '')
+    if rep.moves and not args.dry_run and not args.json and not args.quiet: print(f'undo with: recycle-classifier clean undo {root}')
+    return code
 
 def cmd_undo(args) -> int:
     "Revert the last apply on DATA_DIR; exit 1 if a file could not be restored"
-    rep = undo_last(args.data_dir)
-    for line in rep.lines(): print(line)
-    print(rep.summary())
-    return 1 if rep.problems else 0
+    return _report_out(undo_last(args.data_dir), args)
 
 # %% ../nbs/05_clean.ipynb #9d63b65d
+def _output_options(p, records: str):
+    "--quiet and --json, as every command with records has them"
+    p.add_argument('--quiet', action='store_true', help=f'no progress and no per-photo lines: the summary only')
+    p.add_argument('--json', action='store_true', help=f'one JSON object per line on stdout: {records}, then {{"summary": ...}}')
+
 def _add_suggest(sub):
     "The `clean suggest` subcommand"
     s = sub.add_parser('suggest', help='rank the photos of DATA_DIR and write a CSV of suspects to edit',
-                       description='Rank the photos of DATA_DIR and write the suspects, with a decision column to edit, to a CSV.')
+                       description='Rank the photos of DATA_DIR and write the suspects, with a decision column to edit, to a CSV. '
+                                   'Exit code 0 when the CSV is written (unreadable photos are listed in it), 2 for a usage or input error.')
     s.add_argument('data_dir', metavar='DATA_DIR', type=Path, help='dataset: DATA_DIR/[train|valid/]<class>/*.jpg')
-    s.add_argument('--model', metavar='MODEL', type=Path, help='embed with the body of this exported fastai model (.pkl)')
-    s.add_argument('--embedder', default=DEFAULT_EMBEDDER, metavar='NAME', help='ImageNet body to embed with (default %(default)s)')
+    s.add_argument('--model', metavar='MODEL', type=Path,
+                   help="judge with the bodies MODEL was trained on (any format; train's cached features are read), "
+                        'or the body of a fine-tuned .pkl')
+    s.add_argument('--bodies', default=DEFAULT_BODIES, metavar='SPEC',
+                   help='frozen ImageNet bodies to embed with, as ARCH@SIZE joined by + (default: train\'s, %(default)s)')
+    s.add_argument('--embedder', dest='bodies', help=argparse.SUPPRESS)   # the name of earlier versions
     s.add_argument('--out', type=Path, default=Path('suggestions.csv'), help='CSV to write (default %(default)s)')
     s.add_argument('--top', type=_int_at_least(0), default=0, metavar='N', help='also list the N best-ranked photos even if not flagged')
     s.add_argument('--all', action='store_true', help='list every photo, ranked')
-    s.add_argument('--size', type=_int_at_least(32), default=None, metavar='PX', help=f"image size for embedding (default: the model's, {DEFAULT_SIZE})")
+    s.add_argument('--size', type=_int_at_least(32), default=None, metavar='PX',
+                   help=f"image size for a body named without @PX in --bodies, or for a fine-tuned --model's body (default: its own, else {MODEL_SIZE})")
     s.add_argument('--folds', type=_int_at_least(2), default=5, help='cross-validation folds (default %(default)s)')
     s.add_argument('--seed', type=int, default=0, help='random seed of the folds (default %(default)s)')
     s.add_argument('--dup-threshold', type=float, default=0.97, metavar='SIM', help='near-duplicate cosine similarity (default %(default)s)')
-    s.add_argument('--cache', type=Path, metavar='DIR', help="feature cache folder shared by every stage (default: the user's cache folder)")
-    s.add_argument('--no-cache', action='store_true', help='embed every photo again and keep nothing')
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.add_argument('--cache-dir', type=Path, metavar='DIR',
+                   help='feature cache folder shared by every stage (default $RECYCLE_CLASSIFIER_CACHE_DIR or the user cache dir)')
+    s.add_argument('--cache', dest='cache_dir', type=Path, help=argparse.SUPPRESS)   # the name of earlier versions
+    s.add_argument('--no-cache', action='store_true', help='embed every photo afresh and keep nothing on disk')
+    _output_options(s, 'each flagged photo (rank, path, split, label, suggested, quality, reason)')
     s.set_defaults(func=cmd_suggest)
 
 def add_command(subparsers) -> argparse.ArgumentParser:
@@ -726,12 +804,17 @@ def add_command(subparsers) -> argparse.ArgumentParser:
     _add_suggest(sub)
     a = sub.add_parser('apply', help='apply the decisions of an edited suggestions CSV',
                        description='Apply the decision column of a suggestions CSV: remove moves a photo to DATA_DIR/.quarantine, '
-                                   'a class name moves it to that class folder; every move is journaled first.')
+                                   'a class name moves it to that class folder; every move is journaled first. '
+                                   'Exit code 0 when every decision was carried out, 1 when some could not be (listed on stderr), '
+                                   '2 for a usage or input error.')
     a.add_argument('csv', metavar='CSV', type=Path, help='suggestions CSV written by `clean suggest`')
     a.add_argument('--dry-run', action='store_true', help='list what would be moved, move nothing')
+    _output_options(a, 'each move (action, src, dst) and each problem')
     a.set_defaults(func=cmd_apply)
     u = sub.add_parser('undo', help='revert the last apply on DATA_DIR',
-                       description='Revert the last apply (finished or interrupted) on DATA_DIR, exactly.')
+                       description='Revert the last apply (finished or interrupted) on DATA_DIR, exactly. '
+                                   'Exit code 0 when every file is back, 1 when some could not be restored, 2 for a usage error.')
     u.add_argument('data_dir', metavar='DATA_DIR', type=Path)
+    _output_options(u, 'each restored photo (action, src, dst) and each problem')
     u.set_defaults(func=cmd_undo)
     return p

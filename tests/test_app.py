@@ -2,6 +2,7 @@
 Chromium (/usr/bin/chromium, driven by Playwright) uploads photos the way a person would."""
 import os, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 import pytest
 from conftest import ROOT, SAMPLE, cli
 
@@ -58,16 +59,21 @@ def served_model(model_path, tmp_path_factory):
     return pkl
 
 
+def start_app(served_model, tmp_path_factory, *options, pool: int = 3):
+    "Start `recycle-classifier app` with the session's model on a free port of 127.0.0.1: (process, url, log path)"
+    port, log = free_port(), tmp_path_factory.mktemp('app')/'server.log'
+    cmd = [sys.executable, '-m', 'recycle_classifier.cli', 'app', '--model', str(served_model),
+           '--models-dir', str(served_model.parent), '--port', str(port), '--pool-size', str(pool), *options]
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f'http://127.0.0.1:{port}/', log
+
+
 @pytest.fixture(scope='module')
 def server(served_model, tmp_path_factory):
     "`recycle-classifier app` with the session's model on a free port of 127.0.0.1; (url, log path)"
     require_chromium()
-    port, log = free_port(), tmp_path_factory.mktemp('app')/'server.log'
-    cmd = [sys.executable, '-m', 'recycle_classifier.cli', 'app', '--model', str(served_model),
-           '--models-dir', str(served_model.parent), '--port', str(port), '--pool-size', '3']
-    with open(log, 'w') as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f'http://127.0.0.1:{port}/'
+    proc, url, log = start_app(served_model, tmp_path_factory)
     try:
         wait_for_page(url, proc, log)
         yield url, log
@@ -75,18 +81,49 @@ def server(served_model, tmp_path_factory):
     assert proc.returncode is not None
 
 
+READY = "() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')"
+
+
+def open_app(browser, url: str, **context):
+    "A new visitor's tab (its own browser context) with the app loaded and its model ready; every URL it requests in `tab.requested`"
+    tab = browser.new_context(**context).new_page()
+    tab.requested = []
+    tab.on('request', lambda r: tab.requested.append(r.url))
+    tab.on('websocket', lambda ws: tab.requested.append(ws.url))
+    tab.goto(url, timeout=START_TIMEOUT * 1000)
+    tab.wait_for_function(READY, timeout=START_TIMEOUT * 1000)
+    return tab
+
+
+def other_hosts(urls) -> list:
+    "The URLs that would leave this machine (data: and blob: URLs stay in the page)"
+    return [u for u in urls if urlparse(u).scheme not in ('data', 'blob') and urlparse(u).hostname != '127.0.0.1']
+
+
 @pytest.fixture(scope='module')
-def page(server):
-    "A headless Chromium tab with the app loaded and its model ready"
+def browser():
+    "Debian's headless Chromium, driven by Playwright"
+    require_chromium()
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={'width': 1100, 'height': 860})
-        tab.goto(server[0], timeout=START_TIMEOUT * 1000)
-        tab.wait_for_function("() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')",
-                              timeout=START_TIMEOUT * 1000)
-        yield tab
-        browser.close()
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope='module')
+def page(server, browser):
+    "A headless Chromium tab with the app loaded and its model ready"
+    return open_app(browser, server[0], viewport={'width': 1100, 'height': 860})
+
+
+GREEN, AMBER = 'rgb(46, 125, 50)', 'rgb(249, 168, 37)'
+
+
+def upload_label(page) -> str:
+    "What the photo upload button shows: its label is drawn by CSS, the text ipywidgets writes (with its count) is not"
+    return page.locator('.widget-upload').first.evaluate(
+        "b => getComputedStyle(b).fontSize === '0px' ? getComputedStyle(b, '::before').content.replace(/^\"|\"$/g, '') : b.innerText")
 
 
 def upload(page, *paths):
@@ -127,11 +164,14 @@ def test_upload_photo_bad_files_then_photo_again(page, server, confident_photo, 
     first = card(page, 1)
     assert first.get_attribute('data-label') == label
     text = first.inner_text()
-    if prob >= DEFAULT_THRESHOLD:                        # the model is sure: the class and its bin
+    fill = first.locator('.rc-row.rc-top .rc-fill').evaluate('e => getComputedStyle(e).backgroundColor')
+    if prob >= DEFAULT_THRESHOLD:                        # the model is sure: the class, its bin, that item's advice
         assert first.get_attribute('data-bin') == rules.bin_for(label).key
         assert f'{label.capitalize()} {prob:.0%}' in text and rules.bin_for(label).label in text
-    else:                                                # it says so plainly
-        assert text.count('Not sure:') == 1 and f'{label} {prob:.0%}' in text
+        assert first.locator('.rc-advice').inner_text() == rules.advice_for(label) and fill == GREEN
+    else:                                                # it says so plainly, and the top bar is not green
+        assert text.count('Not sure:') == 1 and f'{label} {prob:.0%}' in text and fill == AMBER
+    assert upload_label(page) == 'Take or choose photos'   # emptied after the upload, and no "(0)" shown
     assert first.locator('.rc-row').count() == 6         # a probability bar for each class
     assert first.locator('img.rc-heatmap').count() == 0  # the answer comes first, without torch
     page.click('.rc-app .widget-checkbox input')         # asking for heatmaps loads the .pkl (torch) for them
@@ -178,12 +218,11 @@ def test_app_command_refuses_what_it_cannot_serve(model_path, tmp_path):
 def test_several_visitors_at_once(page, server, confident_photo):
     "Three pages opened together are each ready (kernels from Voilà's preheated pool) and each classifies"
     photo, label, _ = confident_photo
-    ready = "() => (document.querySelector('.rc-status') || {}).textContent?.startsWith('Ready')"
     contexts = [page.context.browser.new_context() for _ in range(3)]   # three visitors, one browser
     tabs = [c.new_page() for c in contexts]
     try:
         for tab in tabs: tab.goto(server[0], wait_until='commit', timeout=START_TIMEOUT * 1000)
-        for tab in tabs: tab.wait_for_function(ready, timeout=START_TIMEOUT * 1000)
+        for tab in tabs: tab.wait_for_function(READY, timeout=START_TIMEOUT * 1000)
         for tab in tabs: upload(tab, photo)
         for tab in tabs: assert card(tab, 1).get_attribute('data-label') == label
     finally:
@@ -201,3 +240,47 @@ def test_page_loads_only_what_the_app_needs(page):
     assert extensions == {'@jupyter-widgets/jupyterlab-manager', '@voila-dashboards/widgets-manager8'}
     labels = page.evaluate("[...document.querySelectorAll('.widget-dropdown > label, .widget-checkbox')].map(e => e.textContent)")
     assert 'Rules' in labels and any('Show what the model looked at' in t for t in labels)
+
+
+def test_nothing_leaves_the_machine(page, server):
+    "Every request the page made (scripts, styles, fonts, images, the kernel's websocket) went to 127.0.0.1: no CDN"
+    assert any('/api/kernels/' in u for u in page.requested) and len(page.requested) > 10
+    assert other_hosts(page.requested) == []
+    fa = page.evaluate("[...document.querySelectorAll('link[rel=stylesheet]')].map(l => l.href)")
+    assert not [h for h in fa if 'fontawesome' in h or 'cdn' in h]
+
+
+def test_phone_width_puts_the_bin_under_the_photo(server, browser, confident_photo, tmp_path):
+    "At 390 px (a phone) the bin badge is right under the photo and on the first screen, before the headline and bars"
+    photo, label, prob = confident_photo
+    tab = open_app(browser, server[0], viewport={'width': 390, 'height': 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    try:
+        upload(tab, photo)
+        c = card(tab, 1)
+        img, badge = c.locator('img.rc-photo').bounding_box(), c.locator('.rc-bin, .rc-nobin').bounding_box()
+        headline, bars = c.locator('.rc-headline').bounding_box(), c.locator('.rc-bars').bounding_box()
+        assert img['y'] + img['height'] <= badge['y'] <= img['y'] + img['height'] + 24, (img, badge)
+        assert badge['y'] < headline['y'] < bars['y'] and badge['y'] + badge['height'] <= 844
+        width = tab.evaluate('document.documentElement.scrollWidth')
+        assert width <= 390, f'the page is {width} px wide at 390 px: it scrolls sideways'
+        shot = tmp_path/'phone.png'
+        tab.screenshot(path=str(shot))
+        assert shot.stat().st_size > 20_000
+        assert other_hosts(tab.requested) == []
+    finally: tab.context.close()
+
+
+def test_kiosk_shows_the_public_only_the_upload(served_model, tmp_path_factory, browser, confident_photo):
+    "`app --kiosk`: no rules list, no rules upload, no model list, no heatmap checkbox; photos still classified"
+    photo, label, _ = confident_photo
+    proc, url, log = start_app(served_model, tmp_path_factory, '--kiosk', pool=1)
+    try:
+        wait_for_page(url, proc, log)
+        tab = open_app(browser, url)
+        assert tab.locator('.widget-upload').count() == 1 and tab.locator('.widget-dropdown').count() == 0
+        assert tab.locator('.widget-checkbox').count() == 0 and 'Rules' not in tab.inner_text('body')
+        upload(tab, photo)
+        assert card(tab, 1).get_attribute('data-label') == label and upload_label(tab) == 'Take or choose photos'
+        assert other_hosts(tab.requested) == []
+        tab.context.close()
+    finally: stop(proc)

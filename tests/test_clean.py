@@ -15,7 +15,7 @@ from recycle_classifier.layout import QUARANTINE, walk_dataset
 from recycle_classifier.embed import FeatureCache
 from conftest import CLASSES, cli, run_cli
 
-SIZE = '96'  # small photos keep the embedding quick; the cache makes every later run quicker still
+BODIES = 'mobilenet_v2@96'  # one small body keeps the embedding quick; the cache makes every later run quicker still
 
 
 @pytest.fixture(scope='session')
@@ -39,7 +39,7 @@ def base(tmp_path_factory, features):
     shutil.copy(glass, d/'valid'/'glass'/'copy.jpg')
     (d/'train'/'paper'/'truncated.jpg').write_bytes(glass.read_bytes()[:2500])
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(d/'train'/'metal'/'noise.png')
-    return d, flipped, suggest(d, size=int(SIZE), folds=4, cache_dir=features)
+    return d, flipped, suggest(d, bodies=BODIES, folds=4, cache_dir=features)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_oof_probabilities_do_not_trust_the_given_label():
 
 def test_cache_embeds_only_new_or_changed_photos(ds, features):
     "The shared feature cache finds every photo of a copy by content; a moved photo is not embedded again, new bytes are"
-    emb, cache = clean.clean_embedder(size=int(SIZE)), FeatureCache(features)
+    emb, cache = clean.clean_embedder(bodies=BODIES), FeatureCache(features)
     good, X, bad = clean.embed_photos(ds, list_photos(ds), emb, cache)
     assert len(good) == 242 and [r for r, _ in bad] == ['train/paper/truncated.jpg']
     assert cache.stats['hits'] == 242 and cache.stats['misses'] == 1  # all cached; the truncated file is tried again
@@ -215,7 +215,7 @@ def test_widget_keeps_decisions_across_filters_and_applies(base, ds):
 
 def test_cli_suggest_apply_undo(ds, tmp_path, features):
     out = tmp_path/'suggestions.csv'
-    r = run_cli('clean', 'suggest', ds, '--size', SIZE, '--folds', '4', '--out', out, '--quiet', '--cache', features)
+    r = run_cli('clean', 'suggest', ds, '--bodies', BODIES, '--folds', '4', '--out', out, '--cache-dir', features)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'likely wrong labels' in r.stdout and 'clean apply' in r.stdout
     df = pd.read_csv(out)
@@ -262,7 +262,7 @@ def test_model_body_is_used(tmp_path):
                     splitter=RandomSplitter(seed=0), item_tfms=Resize(64)).dataloaders(d, bs=8, num_workers=0)
     vision_learner(dls, mobilenet_v2, pretrained=False).export(tmp_path/'m.pkl')
     sg_model = suggest(d, model=tmp_path/'m.pkl', size=64, folds=2, cache_dir=cache_dir)
-    sg_imagenet = suggest(d, size=64, folds=2, cache_dir=cache_dir)
+    sg_imagenet = suggest(d, bodies='mobilenet_v2', size=64, folds=2, cache_dir=cache_dir)
     assert len([k for k in cache_dir.iterdir() if k.is_dir()]) == 2 and 'm.pkl' in sg_model.embedder
     emb = clean.learner_embedder(tmp_path/'m.pkl', 64)
     X = dict(zip(*clean.embed_photos(d, list_photos(d), emb, FeatureCache(cache_dir))[:2]))
@@ -270,3 +270,50 @@ def test_model_body_is_used(tmp_path):
     direct = emb.embed([open_image(d/rel)])[0, 0]
     assert np.allclose(X[rel], direct / np.linalg.norm(direct), atol=1e-4)
     assert not np.allclose(sg_model.table.filter(like='p_').values, sg_imagenet.table.filter(like='p_').values)
+
+
+def test_default_bodies_are_trains_and_read_its_cache(model_path, tmp_path):
+    "Without options `suggest` judges with train's bodies, so the features the session's `train` cached are read, not embedded"
+    import json
+    import recycle_classifier.embed as embed, recycle_classifier.train as train
+    assert clean.DEFAULT_BODIES == (getattr(embed, 'DEFAULT_BODIES', None) or train.DEFAULT_BODIES)   # train's, wherever it lives
+    d = tmp_path/'data'
+    shutil.copytree(SAMPLE, d)   # a copy: found in the cache by content
+    r = run_cli('clean', 'suggest', d, '--out', tmp_path/'s.csv', '--json')   # the default cache: the one `train` used
+    assert r.returncode == 0, r.stderr
+    *recs, last = [json.loads(l) for l in r.stdout.splitlines()]
+    summary = last['summary']
+    assert summary['cache'] == {'hits': 240, 'misses': 0} and summary['embedder'].startswith('efficientnet_lite0-384')
+    assert summary['flagged'] == len(recs) == len(pd.read_csv(tmp_path/'s.csv')) and summary['photos'] == 240
+    assert all(set(rec) == {'rank', 'path', 'split', 'label', 'suggested', 'quality', 'reason'} for rec in recs)
+    assert '\r' not in r.stderr   # no progress-bar fragments when stderr is not a terminal
+    print(f"default bodies on the sample: flagged {summary['flagged']} of 240 {summary['counts']}, out-of-fold accuracy {summary['oof_accuracy']}")
+    # --model: the bodies that model was trained on, read from the same cache (the .pkl and its .onnx alike)
+    for model in (model_path, model_path.with_suffix('.onnx')):
+        sg = suggest(d, model=model, folds=4)
+        assert sg.cache == {'hits': 240, 'misses': 0} and model.name in sg.embedder
+    with pytest.raises(UserError, match='--size'): suggest(d, model=model_path, size=96)
+
+
+def test_cli_json_quiet_and_exit_codes(ds, tmp_path, features):
+    "--json gives one object a line, --quiet the summary only, problems go to stderr with exit 1, old option names still work"
+    import json
+    out = tmp_path/'s.csv'
+    r = run_cli('clean', 'suggest', ds, '--embedder', BODIES, '--folds', '4', '--out', out, '--quiet', '--cache', features)
+    assert r.returncode == 0 and r.stdout.count('\n') == 2 and r.stdout.startswith('243 photos')   # summary and 'wrote'
+    df = pd.read_csv(out)
+    df.loc[df.path == 'train/metal/noise.png', 'decision'] = 'remove'
+    df.loc[df.path == 'train/paper/truncated.jpg', 'decision'] = 'remove'
+    df.to_csv(out, index=False)
+    (ds/'train'/'paper'/'truncated.jpg').unlink()   # gone since the suggestions: that decision cannot be carried out
+    r = run_cli('clean', 'apply', out, '--json')
+    assert r.returncode == 1 and r.stderr == ''
+    recs = [json.loads(l) for l in r.stdout.splitlines()]
+    assert recs[0] == dict(action='removed', src='train/metal/noise.png', dst=f'{QUARANTINE}/train/metal/noise.png', dry_run=False)
+    assert recs[1]['problem'] == 'train/paper/truncated.jpg' and recs[-1]['summary']['problems'] == 1
+    r = run_cli('clean', 'undo', ds, '--quiet')
+    assert r.returncode == 0 and r.stdout == '1 restored\n'
+    r = run_cli('clean', 'apply', out)
+    assert r.returncode == 1 and 'problem: train/paper/truncated.jpg: not found' in r.stderr and 'problem:' not in r.stdout
+    r = run_cli('clean', 'suggest', ds, '--size', '96', '--out', out)
+    assert r.returncode == 2 and '--size is for a body named without @PX' in r.stderr
