@@ -209,7 +209,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                             'recycle_classifier/clean.py'),
                                           'recycle_classifier.clean._add_suggest': ( 'clean.html#_add_suggest',
                                                                                      'recycle_classifier/clean.py'),
-                                          'recycle_classifier.clean._bar': ('clean.html#_bar', 'recycle_classifier/clean.py'),
                                           'recycle_classifier.clean._bars': ('clean.html#_bars', 'recycle_classifier/clean.py'),
                                           'recycle_classifier.clean._complete_move': ( 'clean.html#_complete_move',
                                                                                        'recycle_classifier/clean.py'),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
-from .core import UserError, BadImage
+from .core import UserError, BadImage, progress as core_progress
 from .fileio import atomic_path, file_sha256, bytes_sha256, append_jsonl, read_jsonl, FileLock
 from .layout import QUARANTINE, SPLIT_NAMES, walk_dataset, is_split_layout, class_dirs
 from .images import open_image, thumbnail_jpeg, prob_bars_html
@@ -98,26 +98,12 @@ def clean_embedder(model=None, size: int | None = None, bodies: str = DEFAULT_BO
     return learner_embedder(model, size)
 
 # %% ../nbs/05_clean.ipynb #d35af2b9
-def _bar(progress: bool):
-    "With `progress`: fastprogress's bar on a terminal, else a plain line on stderr at each quarter (no bar fragments in logs)"
-    # the same behaviour as train's; one shared helper below the stages is to replace both
-    if not progress: return None
-    if sys.stderr.isatty():
-        from fastprogress.fastprogress import progress_bar
-        return progress_bar
-    def lines(batches):
-        n = len(batches)
-        for i, b in enumerate(batches):
-            if n > 4 and i % max(1, n // 4) == 0: print(f'  embedding: {i * 100 // n}%', file=sys.stderr, flush=True)
-            yield b
-    return lines
-
 def embed_photos(root, rels, emb, cache=None, bs: int = 32, progress: bool = False):
     "Unit vectors of the photos `rels` through the shared feature cache: (photos embedded, vectors, unreadable with reasons)"
     from recycle_classifier.embed import FeatureCache
     root = Path(root)
     cache = FeatureCache() if cache is None else cache
-    feats, ok, errors = cache.features(emb, [root/r for r in rels], views=('orig',), bs=bs, progress=_bar(progress))
+    feats, ok, errors = cache.features(emb, [root/r for r in rels], views=('orig',), bs=bs, progress=lambda b: core_progress(b, 'embedding', progress))
     X = feats[:, 0] / np.maximum(np.linalg.norm(feats[:, 0], axis=1, keepdims=True), 1e-12)
     rel = lambda p: Path(p).relative_to(root).as_posix()
     return [rel(p) for p in ok], X.astype(np.float32), [(rel(p), why) for p, why in errors]

@@ -73,11 +73,12 @@ def model_onnx(model, workdir) -> Path:
 
 # %% ../nbs/08b_web.ipynb #8d02d4ae
 def rules_config(rules, classes) -> dict:
-    "What the page needs of `rules` for these `classes`: the bins, each class's bin (or None) and tip"
+    "What the page needs of `rules` for these `classes`: the bins, each class's bin (or None), tip and advice (its own, or its bin's, then its tip)"
     return dict(name=rules.name, unsure=rules.unsure,
                 bins={b.key: dict(label=b.label, color=b.color, advice=b.advice) for b in rules.bins},
                 class_bins={c: (b.key if (b := rules.bin_for(c)) else None) for c in classes},
-                tips={c: rules.tips[c] for c in classes if rules.tips.get(c)})
+                tips={c: rules.tips[c] for c in classes if rules.tips.get(c)},
+                advice={c: rules.advice_for(c) for c in classes if rules.bin_for(c)})
 
 # %% ../nbs/08b_web.ipynb #7cd7b12e
 MAX_PIXELS = 50_000_000   # as images.MAX_PIXELS: bigger photos are refused, not decoded

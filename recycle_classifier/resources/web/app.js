@@ -33,9 +33,10 @@
     const binFor = c => { const k = rules.class_bins[c]; return k ? Object.assign({ key: k }, rules.bins[k]) : null; };
     if (p >= threshold || ranked.length === 1) {
       const bin = binFor(label);
-      const advice = bin ? bin.advice : `The rules "${rules.name}" have no bin for ${label}; check the signs or ask staff.`;
-      return { kind: 'sure', label, p, ranked, bin, headline: `${capitalize(label)} ${pct(p)}`,
-               advice: [advice, rules.tips[label]].filter(Boolean).join(' ') };
+      const nobin = `The rules "${rules.name}" have no bin for ${label}; check the signs or ask staff.`;
+      const advice = bin ? (rules.advice || {})[label] || [bin.advice, rules.tips[label]].filter(Boolean).join(' ')
+                         : [nobin, rules.tips[label]].filter(Boolean).join(' ');
+      return { kind: 'sure', label, p, ranked, bin, headline: `${capitalize(label)} ${pct(p)}`, advice };
     }
     const cands = ranked.slice(0, 2).concat(ranked.slice(2, 3).filter(kv => kv[1] >= 0.1));
     const headline = 'Not sure: ' + cands.map(([c, q]) => `${c} ${pct(q)}`).join(', ');
