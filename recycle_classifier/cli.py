@@ -40,6 +40,7 @@ def add_predict_command(sub):
     p.add_argument('paths', metavar='PATH', nargs='*', help='photos or folders of photos')
     p.add_argument('--top-k', type=int, default=1, help='show the K most likely classes (default %(default)s)')
     p.add_argument('--json', action='store_true', help='one JSON object per line: path, label, probability, probs')
+    p.add_argument('--quiet', action='store_true', help='no progress bar and no summary line (results and errors only)')
     p.add_argument('--info', action='store_true', help="print what the model is (architecture, classes, ...) first")
     p.add_argument('--bs', type=int, default=32, help='photos per batch (default %(default)s)')
     g = p.add_argument_group('on Ray (pip install recycle_classifier[ray])')
@@ -74,11 +75,12 @@ def cmd_predict(args) -> int:
     out, failed, n = sys.stdout, 0, 0
     if args.info: print_info(model.meta, args.json, out)
     with redirect_stdout(sys.stderr):
-        for rec in model.predict_paths(args.paths, bs=args.bs, progress=True):
+        for rec in model.predict_paths(args.paths, bs=args.bs, progress=not args.quiet):
             n += 1; failed += 'error' in rec
-            print(json.dumps(rec) if args.json else describe(rec, args.top_k), file=out, flush=True)
+            # records (--json) all go to stdout; in text, a file that failed is an error line on stderr
+            print(json.dumps(rec) if args.json else describe(rec, args.top_k), file=sys.stderr if 'error' in rec and not args.json else out, flush=True)
     if args.paths and n == 0: raise UserError(f'no photos found in {" ".join(args.paths)}')
-    if failed: print(f'{failed} of {n} file(s) could not be classified', file=sys.stderr)
+    if failed and not args.quiet: print(f'{failed} of {n} file(s) could not be classified', file=sys.stderr)
     return 1 if failed else 0
 
 # %% ../nbs/09_cli.ipynb #cb39d3e3
@@ -101,7 +103,7 @@ def add_export_command(sub):
                                    'With --web DIR: a static web app in DIR (page, the ONNX model, the rules, ONNX Runtime Web) '
                                    'that classifies photos in the visitor\'s browser; any static file server serves it.')
     p.add_argument('model', metavar='MODEL', help='exported learner (.pkl); with --web also its .onnx file')
-    p.add_argument('--onnx', action='store_true', default=True, help='write ONNX (the only format, and the default)')
+    p.add_argument('--onnx', action='store_true', default=True, help=argparse.SUPPRESS)   # ONNX is what export writes; kept for old scripts
     p.add_argument('--out', default=None, help='where to write (default: MODEL with suffix .onnx)')
     p.add_argument('--quantize', action='store_true', help='also write an int8-quantised MODEL.int8.onnx')
     g = p.add_argument_group('the app without a server')

@@ -460,6 +460,7 @@ def add_command(subparsers):
     p.add_argument('--top-losses', type=_nonneg, default=9, metavar='N', help='photos in the top-losses grid (default %(default)s)')
     p.add_argument('--cams', type=_nonneg, default=4, metavar='N', help='worst photos shown with Grad-CAM (default %(default)s)')
     p.add_argument('--bs', type=int, default=32, help='photos per batch (default %(default)s)')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(func=cmd_evaluate)
     q = subparsers.add_parser('explain', help='Grad-CAM heatmaps of the predicted and runner-up classes for photos',
         description='Write DIR/<photo>_gradcam.png for each photo: the photo, then where the model looked for its '
@@ -479,7 +480,7 @@ def cmd_evaluate(args) -> int:
     dataset_photos(args.data_dir, class_map)  # a bad folder or map fails before the model loads
     out = prepare_out(args.out or Path('reports')/Path(args.data_dir).expanduser().resolve().name)
     pred = load_predictor(args.model)
-    with redirect_stdout(sys.stderr): ev = evaluate(pred, args.data_dir, bs=args.bs, class_map=class_map)
+    with redirect_stdout(sys.stderr): ev = evaluate(pred, args.data_dir, bs=args.bs, progress=not args.quiet, class_map=class_map)
     for w in ev.evalset.warnings: print(f'warning: {w}', file=sys.stderr)
     paths = write_report(pred, ev, out, top=args.top_losses, cams=args.cams)
     print(summary_text(json.loads(paths['metrics'].read_text())))

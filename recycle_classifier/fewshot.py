@@ -426,6 +426,7 @@ def extend(model, cls: str | None = None, photos=(), out=None, remove: str | Non
 def cmd_extend(args) -> int:
     "extend: teach a trained model a new class from a few photos (or remove an added one)"
     t = time.perf_counter()
+    if args.bin is not None: bin_for(args.cls or '', args.bin, args.guidelines)   # an unknown bin is said before the model loads
     out = extend(args.model, args.cls, args.photos, args.out, remove=args.remove, replace=args.replace, bin=args.bin,
                  tip=args.tip, guidelines=args.guidelines, min_photos=args.min_photos)
     pred = ExtendedPredictor(out)
@@ -512,7 +513,11 @@ def add_extend_command(subparsers) -> argparse.ArgumentParser:
 def add_command(subparsers) -> argparse.ArgumentParser:
     "Add `fewshot build|add|remove|predict|eval` and `extend` to the main CLI's subparsers"
     add_extend_command(subparsers)
-    p = subparsers.add_parser('fewshot', help='few-shot classes from a handful of photos (prototypes, no retraining)')
+    p = subparsers.add_parser('fewshot', help='few-shot classes from a handful of photos (prototypes, no retraining)',
+                              description='A model of prototypes: each class is the mean embedding of a few photos (SUPPORT_DIR/<class>/*.jpg), '
+                                          'and photos far from every prototype are "none of these". build makes one, add and remove '
+                                          'change its classes, predict classifies, eval measures N-way K-shot accuracy over random '
+                                          'episodes. To teach a trained sorter a new item, `extend` it instead.')
     sub = p.add_subparsers(dest='fewshot_command', metavar='{build,add,remove,predict,eval}', required=True)
     bb = dict(default=DEFAULT_BACKBONE, metavar='ARCH', help=f'ImageNet body ({", ".join(backbone_names())}; default %(default)s)')
     sz = dict(type=int, default=DEFAULT_SIZE, metavar='PX', help='embed photos at this size in px (default %(default)s)')

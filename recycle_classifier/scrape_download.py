@@ -13,7 +13,7 @@ from .scrape_config import MAX_BYTES
 from .scrape_search import HEADERS, RETRY_STATUS, network_reason
 
 # %% auto #0
-__all__ = ['Rejected', 'Fetched', 'host_of', 'fetch']
+__all__ = ['Rejected', 'Fetched', 'retry_after_seconds', 'host_of', 'fetch']
 
 # %% ../nbs/01c_scrape_download.ipynb #27a0d017
 class Rejected(Exception):
@@ -49,8 +49,15 @@ def _session() -> requests.Session:
 def _http_error(r) -> Rejected:
     "The `Rejected` for an HTTP error status"
     if r.status_code not in RETRY_STATUS: return Rejected(f'http {r.status_code}', r.reason or '')
-    ra = r.headers.get('Retry-After', '')
-    return Rejected(f'http {r.status_code}', r.reason or '', 'failed', float(ra) if ra.isdigit() else None)
+    return Rejected(f'http {r.status_code}', r.reason or '', 'failed', retry_after_seconds(r.headers.get('Retry-After')))
+
+def retry_after_seconds(value) -> float | None:
+    "A `Retry-After` header (seconds or an HTTP date) as seconds to wait, parsed by urllib3's `Retry`; None if absent or unreadable"
+    from urllib3.util.retry import Retry
+    from urllib3.exceptions import InvalidHeader
+    if not value: return None
+    try: return max(0., float(Retry(0).parse_retry_after(str(value))))
+    except (InvalidHeader, ValueError, TypeError, OverflowError): return None
 
 def _read_body(r, t0, timeout, max_bytes, stop) -> bytes:
     "The body of response `r`, within `timeout` seconds of `t0` and `max_bytes` bytes"

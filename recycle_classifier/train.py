@@ -291,12 +291,14 @@ def add_command(sub):
     p.add_argument('--map', dest='class_map', metavar='FILE', default=None,
                    help='YAML class map (class: [folder, ...]) renaming and merging class folders; folders it does not name are left out')
     p.add_argument('--out', default=None, help='where to export the model (default models/<DATA_DIR name>.pkl)')
+    p.add_argument('--quiet', action='store_true', help='no dataset report or progress: only the validation results')
     p.set_defaults(func=cmd_train)
 
 def cmd_train(args) -> int:
     "Train, print the validation results, export"
     out = args.out or f"models/{'+'.join(Path(d).resolve().name for d in args.data_dir)}.pkl"
-    opts = {k: v for k, v in vars(args).items() if k not in ('func', 'data_dir', 'out')}
+    opts = {k: v for k, v in vars(args).items() if k not in ('func', 'data_dir', 'out', 'quiet')}
+    opts['verbose'] = not args.quiet
     learn, m = train(args.data_dir if len(args.data_dir) > 1 else args.data_dir[0], out=out, **opts)
     print(f"\nvalidation accuracy: {m['accuracy']:.1%} on {m['n_valid']} photos")
     for s, (acc, n) in m.get('per_source', {}).items(): print(f'  {s}: {acc:.1%} on {n} photos')
