@@ -155,7 +155,7 @@ def test_predict_needs_photos(model_path, tmp_path):
     assert_clean_error(run_cli('predict', model_path), 'at least one photo')
     assert_clean_error(run_cli('predict', model_path, tmp_path), 'no photos found')
     r = run_cli('predict', model_path, tmp_path/'nope.jpg')
-    assert r.returncode == 1 and 'no such file' in r.stdout
+    assert r.returncode == 1 and 'no such file' in r.stderr and not r.stdout   # an error line, on stderr
 
 
 def test_bad_option_values(tmp_path, model_path):
