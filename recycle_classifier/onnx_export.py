@@ -143,7 +143,7 @@ def _learner(src):
     if not hasattr(src, 'model') or not hasattr(src, 'dls'): raise UserError(f'{src!r} is not a fastai learner or a .pkl file')
     return src, exported_from(src)
 
-PRIVATE_KEYS = ('classes', 'valid_items', 'train_sha256', 'trained_on', 'skipped', 'feature_stats')
+PRIVATE_KEYS = ('classes', 'valid_items', 'train_sha256', 'trained_on', 'skipped', 'feature_stats', 'train_photos')
 _ABS_PATH = re.compile(r'(?<![\w:/.~])~?/(?:[^/\s]+/)*')   # a path's folders, not a URL's
 
 def public_info(info: dict) -> dict:
