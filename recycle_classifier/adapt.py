@@ -150,7 +150,7 @@ def adapt(model, site, out=None, cache_dir=None, no_cache: bool = False, site_sh
     vf = power_features(vf, power)
     metrics = dict(recipe='features', adapted=True, site_photos=len(kept), unlabelled=len(free), base_photos=len(base), **s,
                    base_valid_n=int(len(vy)), base_valid_before=_accuracy(head_probs(old.head, old.feat_mean.numpy(), old.feat_std.numpy(), vf), vy),
-                   base_valid_after=_accuracy(head_probs(head, mean, std, vf), vy), seconds=round(time.time() - t0, 1))
+                   base_valid_after=_accuracy(head_probs(head, mean, std, vf), vy), seconds=round(time.time() - t0, 1), out=str(out))
     new = feature_learner(emb, head, mean, std, [p.path for p in kept], [kept[-1].path], classes, views, power, label=photo_labeller(kept))
     new.recycle_meta = adapted_meta(meta, model, site, kept, len(free), s)
     try: new.recycle_meta['feature_stats'] = feature_stats((np.concatenate([base, site_f]) - mean) / std, np.r_[yb, ys], classes)
@@ -178,9 +178,8 @@ def add_command(sub):
 def cmd_adapt(args) -> int:
     "Adapt, export, and say what changed"
     learn, m = adapt(args.model, args.site, args.out, args.cache_dir, args.no_cache, args.site_share, seed=args.seed, verbose=not args.quiet)
-    out = args.out or Path(args.model).with_name(f'{Path(args.model).stem}-{Path(args.site).resolve().name}.pkl')
     print(f"adapted with {m['site_photos']} site photos" + (f" and {m['unlabelled']} unlabelled" if m['unlabelled'] else '') + f" in {m['seconds']} s")
     if m['base_valid_n']:
         print(f"the base model's {m['base_valid_n']} validation photos: {m['base_valid_before']:.1%} before, {m['base_valid_after']:.1%} after")
-    print(f'exported to {out}')
+    print(f"exported to {m['out']}")
     return 0

@@ -392,7 +392,7 @@ def embedder_from_meta(meta: dict):
     if not isinstance(emb, dict): return None
     parts = emb.get('parts') or [emb]
     try: return get_embedder('+'.join(f"{p['arch']}@{int(p['size'])}" for p in parts), resize=parts[0]['resize'])
-    except (KeyError, TypeError, ValueError): return None
+    except (UserError, KeyError, TypeError, ValueError): return None
 
 # %% ../nbs/00e_embed.ipynb #f547523b
 POWER_EPS = 1e-6   # features are clamped here before a power below 1: finite gradients (Grad-CAM) at 0

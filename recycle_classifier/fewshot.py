@@ -267,13 +267,10 @@ def bin_for(cls: str, bin_key: str | None = None, guidelines=None) -> str | None
 # %% ../nbs/07_fewshot.ipynb #0ee370c1
 def model_embedder(learn):
     "The shared embedder computing what `learn`'s head reads (a model trained on cached features), or None"
-    from recycle_classifier.embed import FeatureClassifier
-    m, emb = learn.model, (getattr(learn, 'recycle_meta', None) or {}).get('embedder')
-    if not isinstance(m, FeatureClassifier) or not isinstance(emb, dict): return None
-    parts = emb.get('parts') or [emb]
-    try: e = get_embedder('+'.join(f"{p['arch']}@{int(p['size'])}" for p in parts), resize=parts[0]['resize'])
-    except (UserError, KeyError, TypeError, ValueError): return None
-    return e if e.dim == len(m.feat_mean) else None
+    from recycle_classifier.embed import FeatureClassifier, embedder_from_meta
+    if not isinstance(learn.model, FeatureClassifier): return None
+    e = embedder_from_meta(getattr(learn, 'recycle_meta', None) or {})
+    return e if e is not None and e.dim == len(learn.model.feat_mean) else None
 
 def stats_from_cache(learn, head: torch.nn.Sequential, cache=None) -> dict | None:
     "Feature statistics of `learn`'s training photos from the feature cache (found by their recorded hashes), labelled by its head"
