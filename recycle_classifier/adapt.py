@@ -5,12 +5,13 @@
 # %% ../nbs/07b_adapt.ipynb #8be3bea4
 from __future__ import annotations
 import sys, time
+from contextlib import nullcontext, redirect_stdout
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from fastai.vision.all import set_seed
-from .core import UserError
+from .core import UserError, add_output_options, print_json
 from .fileio import check_writable, file_sha256
 from .layout import walk_dataset
 from .learner import load_learner, learner_info
@@ -172,12 +173,14 @@ def add_command(sub):
     p.add_argument('--cache-dir', default=None, help='feature cache folder (default $RECYCLE_CLASSIFIER_CACHE_DIR or the user cache dir)')
     p.add_argument('--no-cache', action='store_true', help='embed every photo afresh and keep nothing on disk')
     p.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
-    p.add_argument('--quiet', action='store_true', help='print only the result')
+    add_output_options(p, 'the result (site photos, seconds, validation before and after, where it went)', quiet='print only the result')
     p.set_defaults(func=cmd_adapt)
 
 def cmd_adapt(args) -> int:
     "Adapt, export, and say what changed"
-    learn, m = adapt(args.model, args.site, args.out, args.cache_dir, args.no_cache, args.site_share, seed=args.seed, verbose=not args.quiet)
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():   # with --json, stdout carries the record only
+        learn, m = adapt(args.model, args.site, args.out, args.cache_dir, args.no_cache, args.site_share, seed=args.seed, verbose=not args.quiet)
+    if args.json: print_json(m); return 0
     print(f"adapted with {m['site_photos']} site photos" + (f" and {m['unlabelled']} unlabelled" if m['unlabelled'] else '') + f" in {m['seconds']} s")
     if m['base_valid_n']:
         print(f"the base model's {m['base_valid_n']} validation photos: {m['base_valid_before']:.1%} before, {m['base_valid_after']:.1%} after")

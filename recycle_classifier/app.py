@@ -6,7 +6,7 @@ site's own rules."""
 
 # %% ../nbs/08_app.ipynb #a0b03564
 from __future__ import annotations
-import argparse, base64, contextlib, errno, fnmatch, functools, html, io, json, os, re, signal, socket
+import argparse, base64, contextlib, errno, functools, html, io, json, os, re, signal, socket
 import subprocess, sys, tempfile, time, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,132 +14,26 @@ from PIL import Image
 from fastcore.basics import patch
 from .core import UserError, BadImage, APP_NOTEBOOK, GUIDELINES_DIR
 from .images import open_image
+from .rules import (DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, Bin, Guidelines, parse_guidelines,
+                                      load_guidelines, list_guidelines, with_model_bins)
 from .predictor import FORMATS, load_predictor   # no torch: formats import theirs when opened
 
 # %% auto #0
-__all__ = ['DEFAULT_GUIDELINES', 'MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'DEFAULT_THRESHOLD', 'MAX_UPLOAD_MB',
-           'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX', 'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER',
-           'TEMPLATE', 'Bin', 'Guidelines', 'parse_guidelines', 'load_guidelines', 'list_guidelines', 'find_models',
-           'fast_twin', 'heatmap_source', 'newest', 'Prediction', 'with_model_bins', 'Verdict', 'verdict', 'jpeg_uri',
-           'prob_bars', 'bin_badge', 'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port',
-           'local_template', 'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
+__all__ = ['MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'MAX_UPLOAD_MB', 'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX',
+           'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER', 'TEMPLATE', 'find_models', 'fast_twin',
+           'heatmap_source', 'newest', 'Prediction', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge',
+           'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port', 'local_template',
+           'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
-DEFAULT_GUIDELINES = GUIDELINES_DIR/'default.yaml'
 MODELS_DIR = Path('models')
 FAST_FIRST = ('.onnx',)     # of two exports of one model (MODEL.onnx, MODEL.pkl), the one that classifies
 POOL_SIZE = 4               # visitors' kernels Voilà keeps started and ready
 FILL_DELAY = 10.            # s before Voilà refills its pool: visitors' pages get the CPU before new kernels start
-DEFAULT_THRESHOLD = 0.6     # below this probability the app says it is not sure
 MAX_UPLOAD_MB = 20.         # per photo; phone photos are 2-12 MB
 MAX_RULES_BYTES = 256_000   # an uploaded rules file is a few hundred bytes
 PREVIEW_PX = 320            # longest side of the photos shown back
 WORK_PX = 1024              # photos are shrunk to this before the model sees them (it needs 224 or so)
-
-# %% ../nbs/08_app.ipynb #279f6a98
-_COLOR = re.compile(r'#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20}|rgba?\([0-9., %]+\)')
-
-def _is_pattern(name: str) -> bool: return bool(set(name) & set('*?['))
-
-@dataclass
-class Bin:
-    "One bin of a site's rules: what people see, and the classes that go in it (names or shell patterns)"
-    key: str
-    label: str
-    color: str = '#4e4e4e'
-    advice: str = ''
-    classes: list = field(default_factory=list)
-
-    def takes(self, label: str, patterns: bool = False) -> bool:
-        "Whether this bin lists `label` by name (or, with `patterns`, by a pattern it matches)"
-        if not patterns: return label in self.classes
-        return any(fnmatch.fnmatchcase(label, p) for p in self.classes if _is_pattern(p))
-
-@dataclass
-class Guidelines:
-    "A site's recycling rules: which bin each class goes in, and what to do with each item"
-    name: str
-    bins: list
-    tips: dict = field(default_factory=dict)
-    unsure: str = ''
-    source: str = ''
-    advice: dict = field(default_factory=dict)   # class (or pattern) -> what to do with it; replaces its bin's advice
-
-    def bin_for(self, label: str) -> Bin | None:
-        "The bin `label` goes in: listed by name first, then the first pattern it matches; None without a rule"
-        for patterns in (False, True):
-            for b in self.bins:
-                if b.takes(label, patterns): return b
-        return None
-
-    def advice_for(self, label: str) -> str:
-        "What to tell people about `label`: its own advice (by name, then pattern), else its bin's; then its tip"
-        own = self.advice.get(label) or next((a for p, a in self.advice.items() if _is_pattern(p) and fnmatch.fnmatchcase(label, p)), '')
-        b = self.bin_for(label)
-        return ' '.join(filter(None, [own or (b.advice if b else ''), self.tips.get(label)]))
-
-    def missing(self, classes) -> list[str]:
-        "The classes these rules say nothing about"
-        return [c for c in classes if self.bin_for(c) is None]
-
-# %% ../nbs/08_app.ipynb #94dc838b
-def _check(ok, where: str, msg: str):
-    "Raise a `UserError` about rules file `where` unless `ok`"
-    if not ok: raise UserError(f'{where}: {msg} (see the default rules file, default.yaml, for the format)')
-
-def _parse_bin(key, b, where: str) -> Bin:
-    "One entry of `bins`, checked"
-    _check(isinstance(b, dict), where, f'bin {key!r} must be a mapping with `label` and `classes`')
-    classes = b.get('classes') or []
-    if isinstance(classes, str): classes = [classes]
-    _check(isinstance(classes, list) and all(isinstance(c, (str, int)) for c in classes), where,
-           f'bin {key!r}: `classes` must be a list of class names')
-    color = str(b.get('color') or '#4e4e4e')
-    _check(_COLOR.fullmatch(color), where, f'bin {key!r}: {color!r} is not a colour such as "#1565c0"')
-    return Bin(str(key), str(b.get('label') or key), color, str(b.get('advice') or ''), [str(c) for c in classes])
-
-def _class_lines(data, key: str, where: str) -> dict:
-    "An optional mapping of class names (or patterns) to one line of text, checked"
-    lines = data.get(key) or {}
-    _check(isinstance(lines, dict) and all(isinstance(v, (str, int, float)) for v in lines.values()), where,
-           f'`{key}` must map class names to one line of text')
-    return {str(k): str(v) for k, v in lines.items()}
-
-def parse_guidelines(data, where: str = 'rules') -> Guidelines:
-    "Check a parsed rules file and turn it into `Guidelines`, or raise a `UserError` that says what to fix"
-    _check(isinstance(data, dict), where, 'expected a mapping with `name` and `bins`')
-    _check(isinstance(data.get('bins'), dict) and data['bins'], where, '`bins` must map bin names to {label, classes}')
-    bins = [_parse_bin(k, b, where) for k, b in data['bins'].items()]
-    seen = {}
-    for b in bins:
-        for c in b.classes:
-            _check(c not in seen, where, f'class {c!r} is in two bins ({seen.get(c)!r} and {b.key!r})')
-            seen[c] = b.key
-    return Guidelines(str(data.get('name') or where), bins, _class_lines(data, 'tips', where), str(data.get('unsure') or ''),
-                      where, _class_lines(data, 'advice', where))
-
-def load_guidelines(src, name: str | None = None) -> Guidelines:
-    "Read rules from a YAML file's path or bytes, or raise a `UserError` saying what is wrong"
-    import yaml
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        name = name or 'uploaded rules'
-        try: text = bytes(src).decode('utf-8')
-        except UnicodeDecodeError: raise UserError(f'{name}: not a text file (rules are YAML)') from None
-    else:
-        path = Path(src).expanduser()
-        name = name or path.name
-        if not path.is_file(): raise UserError(f'{path}: no such rules file')
-        text = path.read_text(encoding='utf-8', errors='replace')
-    try: data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        raise UserError(f'{name}: not valid YAML' + (f' (line {mark.line + 1})' if mark else '')) from None
-    return parse_guidelines(data, name)
-
-def list_guidelines(folder=GUIDELINES_DIR) -> list[Path]:
-    "The rules files in `folder`, `default.yaml` first"
-    files = [f for f in Path(folder).glob('*.y*ml') if f.suffix in ('.yaml', '.yml') and not f.name.startswith('.')]
-    return sorted(files, key=lambda f: (f.stem != 'default', f.name))
 
 # %% ../nbs/08_app.ipynb #1687961d
 def find_models(folder) -> list[Path]:
@@ -182,17 +76,6 @@ class Prediction:
     def ranked(self) -> list:
         "(class, probability) pairs, most likely first"
         return sorted(self.probs.items(), key=lambda kv: -kv[1])
-
-# %% ../nbs/08_app.ipynb #5b0d1a02
-def with_model_bins(rules: Guidelines, meta: dict | None) -> Guidelines:
-    "`rules` plus the bins and tips a model's metadata gives its classes (the rules' own entries win)"
-    bins, tips = dict((meta or {}).get('bins') or {}), dict((meta or {}).get('tips') or {})
-    if not bins and not tips: return rules
-    keys = {b.key for b in rules.bins}
-    extra = {c: k for c, k in bins.items() if k in keys and rules.bin_for(c) is None}
-    new_bins = [Bin(b.key, b.label, b.color, b.advice, b.classes + [c for c, k in extra.items() if k == b.key]) for b in rules.bins]
-    return Guidelines(rules.name, new_bins, {**{str(k): str(v) for k, v in tips.items()}, **rules.tips}, rules.unsure, rules.source,
-                      rules.advice)
 
 # %% ../nbs/08_app.ipynb #3693bea1
 @dataclass

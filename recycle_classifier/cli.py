@@ -89,7 +89,7 @@ def predict_on_ray(args) -> int:
     from recycle_classifier.scale import predict_ray
     if not args.out: raise UserError('--ray writes its records to a file: give --out FILE (.jsonl or .parquet)')
     address = None if args.ray == 'local' else args.ray
-    r = predict_ray(args.model, args.paths, args.out, address=address, actors=args.actors)
+    r = predict_ray(args.model, args.paths, args.out, address=address, actors=args.actors, progress=not args.quiet)
     print(f"{r['photos']} photos: {r['classified']} classified, {r['skipped']} already in {args.out}, "
           f"{r['errors']} could not be classified", file=sys.stderr)
     return 1 if r['errors'] else 0
@@ -106,6 +106,7 @@ def add_export_command(sub):
     p.add_argument('--onnx', action='store_true', default=True, help=argparse.SUPPRESS)   # ONNX is what export writes; kept for old scripts
     p.add_argument('--out', default=None, help='where to write (default: MODEL with suffix .onnx)')
     p.add_argument('--quantize', action='store_true', help='also write an int8-quantised MODEL.int8.onnx')
+    p.add_argument('--quiet', action='store_true', help='no progress lines: only where the file went')
     g = p.add_argument_group('the app without a server')
     g.add_argument('--web', metavar='DIR', help='write the static web app into folder DIR (new, empty, or an earlier --web export)')
     g.add_argument('--guidelines', metavar='FILE', help='with --web: the rules file for the bins (default: the package\'s default rules)')
@@ -117,7 +118,7 @@ def cmd_export(args) -> int:
     if not args.web:
         if args.guidelines or args.threshold is not None: raise UserError('--guidelines and --threshold go with --web DIR')
         from recycle_classifier.onnx_export import export_onnx
-        out = export_onnx(args.model, args.out, quantize=args.quantize, verbose=True)
+        out = export_onnx(args.model, args.out, quantize=args.quantize, verbose=not args.quiet)
         print(f'wrote {out}')
         return 0
     if args.quantize or args.out:

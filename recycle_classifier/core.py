@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SAMPLE_DIR', 'APP_NOTEBOOK', 'GUIDELINES_DIR', 'UserError', 'BadImage', 'resource', 'package_version', 'say_err',
-           'progress']
+           'progress', 'ProgressCount', 'add_output_options', 'print_json']
 
 # %% ../nbs/00_core.ipynb #2f2e322c
 class UserError(Exception):
@@ -58,6 +58,43 @@ def progress(items, desc: str | None = None, enabled: bool = True):
     try: from tqdm import tqdm
     except ImportError: return items
     return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+
+# %% ../nbs/00_core.ipynb #04ea4c14
+class ProgressCount:
+    "A bar advanced by hand to `done` of `total`: fastprogress in a notebook, tqdm on a terminal, nothing elsewhere"
+    def __init__(self, total: int, desc: str | None = None, enabled: bool = True):
+        self.total, self.done, self._bar, self._tqdm = total, 0, None, False
+        if not enabled: return
+        if _in_notebook():
+            from fastprogress.fastprogress import progress_bar
+            self._bar = progress_bar(range(max(total, 1)), leave=False)
+            if desc: self._bar.comment = desc
+            self._bar.update(0)
+        elif sys.stderr.isatty():
+            try: from tqdm import tqdm
+            except ImportError: return
+            self._bar, self._tqdm = tqdm(total=total, desc=desc, file=sys.stderr, leave=False), True
+
+    def update(self, done: int):
+        "Show `done` items finished"
+        done = min(done, self.total)
+        if self._bar is not None: self._bar.update(done - self.done if self._tqdm else done)
+        self.done = done
+
+    def close(self):
+        if self._tqdm: self._bar.close()
+
+# %% ../nbs/00_core.ipynb #52a709cb
+def add_output_options(p, records: str | None = None, quiet: str = 'no progress bars or notes: results and errors only'):
+    "Add the options every long command shares to parser `p`: `--quiet`, and `--json` when it has `records` to print"
+    p.add_argument('--quiet', action='store_true', help=quiet)
+    if records: p.add_argument('--json', action='store_true',
+                               help=f'{records} as JSON on stdout, one object per line (notes and progress go to stderr)')
+
+def print_json(record: dict, out=None):
+    "Print `record` as one line of JSON (paths and other objects as text), flushed, so a pipe reads it at once"
+    import json
+    print(json.dumps(record, default=str), file=out or sys.stdout, flush=True)
 
 # %% ../nbs/00_core.ipynb #9ef0f3b1
 _MOVED = dict(IMAGE_EXTS='layout', is_image_file='layout', list_files='layout', image_files='layout',

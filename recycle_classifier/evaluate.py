@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import UserError, BadImage, progress as progress_fn
+from .core import UserError, BadImage, progress as progress_fn, add_output_options, print_json
 from .fileio import atomic_write, file_sha256
 from .layout import walk_dataset, walk_sources, read_class_map, expand_paths
 from .images import open_image
@@ -460,7 +460,7 @@ def add_command(subparsers):
     p.add_argument('--top-losses', type=_nonneg, default=9, metavar='N', help='photos in the top-losses grid (default %(default)s)')
     p.add_argument('--cams', type=_nonneg, default=4, metavar='N', help='worst photos shown with Grad-CAM (default %(default)s)')
     p.add_argument('--bs', type=int, default=32, help='photos per batch (default %(default)s)')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    add_output_options(p, 'the metrics (those of metrics.json) and where the report went', quiet='no progress bar')
     p.set_defaults(func=cmd_evaluate)
     q = subparsers.add_parser('explain', help='Grad-CAM heatmaps of the predicted and runner-up classes for photos',
         description='Write DIR/<photo>_gradcam.png for each photo: the photo, then where the model looked for its '
@@ -469,6 +469,7 @@ def add_command(subparsers):
     q.add_argument('images', metavar='IMAGE', nargs='+', help='photos or folders of photos')
     q.add_argument('--out', default='reports/explain', help='output folder (default %(default)s)')
     q.add_argument('--top', type=int, default=2, help='classes to explain per photo (default %(default)s)')
+    q.add_argument('--json', action='store_true', help='one JSON object per line on stdout: path, out (the figure), classes; or path, error')
     q.set_defaults(func=cmd_explain)
 
 # %% ../nbs/04_evaluate.ipynb #fb8a9613
@@ -483,6 +484,9 @@ def cmd_evaluate(args) -> int:
     with redirect_stdout(sys.stderr): ev = evaluate(pred, args.data_dir, bs=args.bs, progress=not args.quiet, class_map=class_map)
     for w in ev.evalset.warnings: print(f'warning: {w}', file=sys.stderr)
     paths = write_report(pred, ev, out, top=args.top_losses, cams=args.cams)
+    if args.json:
+        print_json(dict(json.loads(paths['metrics'].read_text()), report=paths['report'], files={k: v for k, v in paths.items() if k != 'report'}))
+        return 0
     print(summary_text(json.loads(paths['metrics'].read_text())))
     print(f"\nreport: {paths['report']} (metrics: {paths['metrics']}; figures: "
           f"{', '.join(str(p.name) for k, p in paths.items() if k not in ('metrics', 'report'))})")
@@ -495,7 +499,8 @@ def cmd_explain(args) -> int:
     records = explain_files(pred, args.images, args.out, top=min(args.top, len(pred.classes)))
     if not records: raise UserError(f'no photos found in {" ".join(args.images)}')
     for r in records:
-        if 'error' in r: print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+        if args.json: print_json(r)
+        elif 'error' in r: print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
         else: print(f"{r['path']}: " + ', '.join(f"{c['label']} {c['probability']:.1%}" for c in r['classes']) + f" -> {r['out']}")
     failed = sum('error' in r for r in records)
     if failed: print(f'{failed} of {len(records)} file(s) could not be explained', file=sys.stderr)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import UserError, GUIDELINES_DIR
+from .core import UserError, GUIDELINES_DIR, print_json
+from .rules import bin_key_for
 from .layout import walk_dataset, expand_paths
 from .images import open_images
 from .embed import get_embedder, backbone_names
@@ -24,9 +25,8 @@ __all__ = ['DEFAULT_BACKBONE', 'DEFAULT_SIZE', 'DEFAULT_TEMPERATURE', 'SCALE', '
            'MIN_PHOTOS', 'support_files', 'read_photos', 'calibrate', 'fewshot_model', 'build_fewshot',
            'add_fewshot_class', 'remove_fewshot_class', 'sample_episode', 'check_episodes', 'proto_classify',
            'episode_accuracies', 'summarise', 'run_episodes', 'input_centre', 'head_scale', 'imprint', 'head_features',
-           'base_samples', 'fit_row', 'guideline_bins', 'bin_for', 'model_embedder', 'stats_from_cache', 'Extension',
-           'extend', 'cmd_extend', 'cmd_build', 'cmd_add', 'cmd_remove', 'cmd_predict', 'cmd_eval',
-           'add_extend_command', 'add_command']
+           'base_samples', 'fit_row', 'model_embedder', 'stats_from_cache', 'Extension', 'extend', 'cmd_extend',
+           'cmd_build', 'cmd_add', 'cmd_remove', 'cmd_predict', 'cmd_eval', 'add_extend_command', 'add_command']
 
 # %% ../nbs/07_fewshot.ipynb #1bc58ed0
 def _warn(*a): print(*a, file=sys.stderr)
@@ -242,28 +242,6 @@ def fit_row(feats: torch.Tensor, head: torch.nn.Sequential, at: int, mean: torch
     return w.detach(), (b.detach() + shift).reshape(())
 
 
-# %% ../nbs/07_fewshot.ipynb #0688aa18
-def guideline_bins(guidelines=None) -> tuple[dict, Path]:
-    "The bins of a rules file (the package's default rules without one) and its path"
-    import yaml
-    path = Path(guidelines) if guidelines else GUIDELINES_DIR/'default.yaml'
-    try: rules = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-    except FileNotFoundError: raise UserError(f'{path}: no such rules file') from None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e: raise UserError(f'{path}: not a rules file ({e})') from None
-    bins = rules.get('bins') if isinstance(rules, dict) else None
-    if not isinstance(bins, dict) or not bins: raise UserError(f'{path}: the rules file lists no bins')
-    return bins, path
-
-def bin_for(cls: str, bin_key: str | None = None, guidelines=None) -> str | None:
-    "The bin `cls` goes in: `bin_key` (checked against the rules), else the rules' own entry for `cls`, else None"
-    from fnmatch import fnmatchcase
-    if bin_key is None and guidelines is None: return None
-    bins, path = guideline_bins(guidelines)
-    if bin_key is not None:
-        if bin_key not in bins: raise UserError(f'unknown bin {bin_key!r}; the bins of {path.name} are: {", ".join(bins)}')
-        return bin_key
-    return next((k for k, b in bins.items() if any(fnmatchcase(cls, str(p)) for p in (b or {}).get('classes') or [])), None)
-
 # %% ../nbs/07_fewshot.ipynb #0ee370c1
 def model_embedder(learn):
     "The shared embedder computing what `learn`'s head reads (a model trained on cached features), or None"
@@ -407,7 +385,7 @@ def extend(model, cls: str | None = None, photos=(), out=None, remove: str | Non
     out = Path(out) if out else model.with_suffix('.extended')
     if remove: return Extension(model, warn=lambda *a: None).remove(remove).save(out)
     if not cls or not photos: raise UserError('give a class name and its photos (or --remove CLASS)')
-    key = bin_for(cls, bin, guidelines)
+    key = bin_key_for(cls, bin, guidelines)
     files = expand_paths(photos)
     if not files: raise UserError(f'no photos found in {" ".join(map(str, photos))}')
     ok, bad = open_images(files)
@@ -423,10 +401,14 @@ def extend(model, cls: str | None = None, photos=(), out=None, remove: str | Non
 def cmd_extend(args) -> int:
     "extend: teach a trained model a new class from a few photos (or remove an added one)"
     t = time.perf_counter()
-    if args.bin is not None: bin_for(args.cls or '', args.bin, args.guidelines)   # an unknown bin is said before the model loads
+    if args.bin is not None: bin_key_for(args.cls or '', args.bin, args.guidelines)   # an unknown bin is said before the model loads
     out = extend(args.model, args.cls, args.photos, args.out, remove=args.remove, replace=args.replace, bin=args.bin,
                  tip=args.tip, guidelines=args.guidelines, min_photos=args.min_photos)
     pred = ExtendedPredictor(out)
+    if args.json:
+        print_json(dict(out=out, classes=pred.classes, added=pred.ext_meta['added'], bins=pred.ext_meta.get('bins', {}),
+                        seconds=round(time.perf_counter() - t, 1)))
+        return 0
     what = f'removed {args.remove}' if args.remove else f'added {args.cls!r}'
     print(f'{what}: {out} knows {len(pred.classes)} classes ({", ".join(pred.classes)}) [{time.perf_counter() - t:.1f} s]')
     for a in pred.ext_meta['added']:
@@ -503,6 +485,7 @@ def add_extend_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--replace', action='store_true', help='teach an added class again from these photos')
     p.add_argument('--remove', metavar='CLASS', help='remove an added class instead')
     p.add_argument('--min-photos', type=int, default=MIN_PHOTOS, help='refuse fewer readable photos (default %(default)s)')
+    p.add_argument('--json', action='store_true', help='the result as one JSON object on stdout: out, classes, added, seconds')
     p.set_defaults(func=cmd_extend)
     return p
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib, inspect, json, logging, os, sys, tempfile, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
-from .core import UserError
+from .core import UserError, ProgressCount, progress as progress_bar, add_output_options, print_json
 from .fileio import append_jsonl, atomic_path, atomic_write, check_writable, read_jsonl
 from .layout import expand_paths, is_image_file
 
@@ -185,7 +185,6 @@ def run_pool(ray, rows: list[dict], actor, args: tuple, actors: int, batch_size:
 def predict_ray(model, sources, out, address: str | None = None, actors: int = 2, batch_size: int = 16,
                 threads_per_actor: int = 1, resume: bool = True, progress: bool = True) -> dict:
     "Classify the photos of `sources` on Ray into `out` (the records of `predict --json`); return counts"
-    from fastprogress.fastprogress import progress_bar
     from recycle_classifier.predictor import load_predictor
     if actors < 1 or batch_size < 1 or threads_per_actor < 1: raise UserError('actors, batch size and threads must be at least 1')
     require_ray()   # before any slow work: without Ray, say how to install it at once
@@ -203,7 +202,7 @@ def predict_ray(model, sources, out, address: str | None = None, actors: int = 2
             ref = ray.put(model.read_bytes())
             batches = run_pool(ray, [dict(path=p, abs=os.path.abspath(p)) for p in todo], Classify,
                                (str(model), [ref], threads_per_actor), actors, batch_size, threads_per_actor)
-            bar = progress_bar(range(len(todo)), display=progress, leave=False)
+            bar = ProgressCount(len(todo), 'classifying', enabled=progress)
             for b in _stream(batches, bar):
                 if first is None: first = dict(rows=len(b['path']), seconds=round(time.perf_counter() - start, 2))
                 recs = [json.loads(r) for r in b['record']]
@@ -225,6 +224,7 @@ def _stream(batches, bar):
     for b in batches:
         n += len(b['path']); bar.update(min(n, bar.total))
         yield b
+    bar.close()
 
 # %% ../nbs/12_scale.ipynb #54b4d6a9
 class Embed:
@@ -262,14 +262,13 @@ def embed_job(sources, bodies: str | None = None, resize: str = 'squish', cache_
 def embed_local(sources, bodies: str | None = None, resize: str = 'squish', cache_dir=None, views=None, bs: int = 8,
                 progress: bool = True) -> dict:
     "Fill the feature cache with the features of the photos of `sources` in this process (`embed_ray` without Ray)"
-    from fastprogress.fastprogress import progress_bar
     from recycle_classifier.embed import FeatureCache, get_embedder
     job, start = embed_job(sources, bodies, resize, cache_dir, views), time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         emb = get_embedder(job['bodies'], resize=job['resize'])
     cache = FeatureCache(job['cache_dir'], notify=lambda m: None)
-    _, _, errors = cache.features(emb, job['files'], job['views'], bs=bs, progress=progress_bar if progress else None)
+    _, _, errors = cache.features(emb, job['files'], job['views'], bs=bs, progress=(lambda b: progress_bar(b, 'embedding')) if progress else None)
     return dict(photos=len(job['files']), embedded=len(job['files']) - cache.stats['hits'] - len(errors), cached=cache.stats['hits'],
                 errors={str(p): e for p, e in errors}, cache_dir=str(job['cache_dir']), seconds=round(time.perf_counter() - start, 2))
 
@@ -278,7 +277,6 @@ def embed_ray(sources, bodies: str | None = None, resize: str = 'squish', cache_
               address: str | None = None, actors: int = 2, batch_size: int = 16, threads_per_actor: int = 1,
               max_bytes: int | None = None, progress: bool = True) -> dict:
     "Fill the feature cache (`FeatureCache(cache_dir)`) with the features of the photos of `sources`, on Ray"
-    from fastprogress.fastprogress import progress_bar
     from recycle_classifier.embed import FeatureCache
     if actors < 1 or batch_size < 1 or threads_per_actor < 1: raise UserError('actors, batch size and threads must be at least 1')
     require_ray()
@@ -289,7 +287,7 @@ def embed_ray(sources, bodies: str | None = None, resize: str = 'squish', cache_
         batches = run_pool(ray, [dict(path=p, abs=os.path.abspath(p)) for p in files], Embed,
                            (job['bodies'], job['resize'], str(job['cache_dir']), job['views'], threads_per_actor),
                            actors, batch_size, threads_per_actor)
-        for b in _stream(batches, progress_bar(range(len(files)), display=progress, leave=False)):
+        for b in _stream(batches, ProgressCount(len(files), 'embedding', enabled=progress)):
             if first is None: first = dict(rows=len(b['path']), seconds=round(time.perf_counter() - start, 2))
             errors.update((p, e) for p, e in zip(b['path'], b['error']) if e)
             cached += int(sum(b['cached']))
@@ -378,19 +376,21 @@ def add_command(sub):
     g.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
                    help='embed on Ray Data: a local Ray on 127.0.0.1, or join the cluster at ADDRESS (e.g. ray://head:10001)')
     g.add_argument('--actors', type=int, default=2, help='with --ray: embedders working at once (default %(default)s)')
+    add_output_options(p, 'the counts (photos, embedded, cached, errors, seconds)')
     p.set_defaults(func=cmd_embed)
 
 def cmd_embed(args) -> int:
     "Fill the cache; exit 1 if any photo could not be read"
     from recycle_classifier.train import bodies_spec
     kw = dict(bodies=bodies_spec(args.arch, args.size, args.bodies), resize='crop' if args.crop else 'squish', cache_dir=args.cache_dir)
-    if args.ray is None: r = embed_local(args.paths, **kw)
-    else: r = embed_ray(args.paths, address=None if args.ray == 'local' else args.ray, actors=args.actors, **kw)
+    if args.ray is None: r = embed_local(args.paths, progress=not args.quiet, **kw)
+    else: r = embed_ray(args.paths, address=None if args.ray == 'local' else args.ray, actors=args.actors, progress=not args.quiet, **kw)
+    if args.json: print_json(r); return 1 if r['errors'] else 0
     for p, why in r['errors'].items(): print(f'{p}: {why}', file=sys.stderr)
     if r.get('pruned'): print(f"warning: the feature cache was over its size limit: {r['pruned']} least recently used "
                               'feature files were removed (they are computed again when needed)', file=sys.stderr)
     print(f"{r['photos']} photos: {r['embedded']} embedded, {r['cached']} already in the cache {r['cache_dir']}, "
-          f"{len(r['errors'])} could not be read ({r['seconds']} s)", file=sys.stderr)
+          f"{len(r['errors'])} could not be read ({r['seconds']} s)")
     return 1 if r['errors'] else 0
 
 # %% ../nbs/12_scale.ipynb #f5171dd3

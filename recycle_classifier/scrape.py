@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse, sys
 from dataclasses import fields
 from pathlib import Path
-from .core import UserError
+from .core import UserError, print_json
 from .scrape_config import ScrapeOptions, BING_URL, ENV_SEARCH_URL, ENV_TIMEOUT, IMAGE_TYPES, MANIFEST, download_timeout
 
 # %% auto #0
-__all__ = ['add_command', 'run_scrape']
+__all__ = ['add_command', 'print_report_json', 'run_scrape']
 
 # %% ../nbs/01_scrape.ipynb #20b16d17
 _DEFAULTS = {f.name: f.default for f in fields(ScrapeOptions)}
@@ -72,6 +72,7 @@ def _add_tuning(p, d: dict):
                    help='near duplicates: pHash and dHash both within BITS (0-64, default %(default)s)')
     p.add_argument('--image-type', choices=IMAGE_TYPES, default=d['image_type'], help='search filter (default %(default)s)')
     p.add_argument('--quiet', action='store_true', help='no progress bar or log')
+    p.add_argument('--json', action='store_true', help='on stdout, one JSON object per class (its counts, reasons and conflicts), then {"summary": ...}')
 
 # %% ../nbs/01_scrape.ipynb #2ad95f04
 def _options(args) -> dict:
@@ -80,18 +81,26 @@ def _options(args) -> dict:
             'near_dup', 'image_type')
     return {k: getattr(args, k) for k in keys} | {'progress': not args.quiet}
 
+def print_report_json(report):
+    "The run as JSON lines: one object per class, then the summary"
+    for c in report.classes: print_json({f.name: getattr(c, f.name) for f in fields(c)})   # not asdict: it rebuilds Counters from pairs
+    print_json(dict(summary=dict(dest=report.dest, seconds=round(report.seconds, 1), interrupted=report.interrupted,
+                                 deadline_hit=report.deadline_hit, warnings=report.warnings(), problems=report.problems())))
+
 def run_scrape(args) -> int:
     "The `scrape` command: run, print the summary, warnings and errors; 1 if a class has no photos"
     from recycle_classifier.scrape_run import scrape, format_summary
     from recycle_classifier.scrape_search import SearchError
     try: report = scrape(args.classes, args.dest, args.max_per_class, **_options(args))
     except SearchError as e:
-        if e.report and any(c.tried or c.full for c in e.report.classes): print(format_summary(e.report))
+        if e.report and any(c.tried or c.full for c in e.report.classes):
+            print_report_json(e.report) if args.json else print(format_summary(e.report))
         raise
     except KeyboardInterrupt as e:
-        if getattr(e, 'report', None): print('\n' + format_summary(e.report))
+        if getattr(e, 'report', None): print_report_json(e.report) if args.json else print('\n' + format_summary(e.report))
         print('interrupted: everything kept so far is in place; run the same command again to continue', file=sys.stderr)
         return 130
+    if args.json: print_report_json(report); return 1 if report.problems() else 0
     print(format_summary(report))
     for w in report.warnings(): print(f'warning: {w}', file=sys.stderr)
     for p in report.problems(): print(f'error: {p}', file=sys.stderr)

@@ -7,14 +7,14 @@ warm); `finetune` keeps fastai's end-to-end `fine_tune` for people with a GPU. B
 from __future__ import annotations
 import os, sys, time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 import numpy as np
 import torch
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, parent_label, Learner,
                                vision_learner, accuracy, Callback, set_seed, CrossEntropyLossFlat, aug_transforms,
                                Normalize, RandomResizedCrop)
-from .core import UserError, progress
+from .core import UserError, progress, add_output_options, print_json
 from .fileio import check_writable, file_sha256
 from .layout import walk_sources, source_folders, read_class_map, FolderLabel
 from .data import scan_dataset, dataset_report, check_trainable
@@ -291,15 +291,17 @@ def add_command(sub):
     p.add_argument('--map', dest='class_map', metavar='FILE', default=None,
                    help='YAML class map (class: [folder, ...]) renaming and merging class folders; folders it does not name are left out')
     p.add_argument('--out', default=None, help='where to export the model (default models/<DATA_DIR name>.pkl)')
-    p.add_argument('--quiet', action='store_true', help='no dataset report or progress: only the validation results')
+    add_output_options(p, 'the validation results and where the model went', quiet='no dataset report or progress: only the validation results')
     p.set_defaults(func=cmd_train)
 
 def cmd_train(args) -> int:
     "Train, print the validation results, export"
     out = args.out or f"models/{'+'.join(Path(d).resolve().name for d in args.data_dir)}.pkl"
-    opts = {k: v for k, v in vars(args).items() if k not in ('func', 'data_dir', 'out', 'quiet')}
+    opts = {k: v for k, v in vars(args).items() if k not in ('func', 'data_dir', 'out', 'quiet', 'json')}
     opts['verbose'] = not args.quiet
-    learn, m = train(args.data_dir if len(args.data_dir) > 1 else args.data_dir[0], out=out, **opts)
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():   # with --json, stdout carries the record only
+        learn, m = train(args.data_dir if len(args.data_dir) > 1 else args.data_dir[0], out=out, **opts)
+    if args.json: print_json(dict(out=str(out), **m)); return 0
     print(f"\nvalidation accuracy: {m['accuracy']:.1%} on {m['n_valid']} photos")
     for s, (acc, n) in m.get('per_source', {}).items(): print(f'  {s}: {acc:.1%} on {n} photos')
     print(confusion_text(np.array(m['confusion_matrix']), m['classes']))
