@@ -291,6 +291,7 @@ def test_training_folder_scores_exactly_the_recorded_validation_photos(flat, tmp
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((tmp_path/'rep'/'metrics.json').read_text())['n'] == 48
     assert 'evaluated 48 photos' in r.stdout and 'validation photos recorded' in r.stdout and 'warning: ' not in r.stderr
+    assert '\r' not in r.stdout + r.stderr   # no progress fragments when the output is not a terminal
     assert 'Scored: the 48 validation photos recorded' in (tmp_path/'rep'/'report.html').read_text()
 
 

@@ -193,6 +193,7 @@ def test_cli_build_add_predict(tmp_path, capsys):
     model = tmp_path/'models'/'bins.fewshot'
     rc, out, err = cli('build', d, '--out', model)
     assert rc == 0 and 'broken.jpg' in err and '2 classes' in out and model.exists()
+    assert '\r' not in out + err   # a clean log when redirected
     backbone = FewShotPredictor(model).backbone   # the default embedding
     assert (backbone['arch'], backbone['size'], backbone['mean']) == ('efficientnet_lite0', 320, [0.5, 0.5, 0.5])
     from recycle_classifier.cli import main
@@ -201,8 +202,8 @@ def test_cli_build_add_predict(tmp_path, capsys):
     assert 'paper: 5 photo(s); model has 3 classes' in capsys.readouterr().out
     queries = [SAMPLE_DIR/'valid'/'glass', tmp_path/'missing.jpg', d/'glass'/'broken.jpg']
     rc, out, _ = cli('predict', model, *queries, '--json')
-    rows = [json.loads(l) for l in out.splitlines()]
-    assert rc == 1 and len(rows) == 12
+    rows = [json.loads(l) for l in out.splitlines()]   # stdout is JSON lines only
+    assert rc == 1 and len(rows) == 12 and '\r' not in out
     good = [r for r in rows if 'error' not in r]
     assert len(good) == 10 and set(good[0]) >= {'path', 'label', 'probability', 'probs', 'novel'}
     assert set(good[0]['probs']) == {'glass', 'metal', 'paper'}

@@ -75,7 +75,8 @@ def test_a_twin_that_is_not_its_own_is_not_used(model_path, tmp_path):
     assert [a['label'] for a in fastai] == [b['label'] for b in twin]
     assert max(abs(a['probs'][c] - b['probs'][c]) for a, b in zip(fastai, twin) for c in CLASSES) < 1e-4
     # `export` writes the twin again, which then records this .pkl
-    assert run_cli('export', pkl).returncode == 0
+    r = run_cli('export', pkl, '--quiet')
+    assert r.returncode == 0 and r.stdout.strip() == f'wrote {pkl.with_suffix(".onnx")}' and r.stderr == '', r.stderr
     from recycle_classifier.predictor import load_predictor
     assert type(load_predictor(pkl)).__name__ == 'TwinPredictor'
     assert type(load_predictor(pkl, need_learner=True)).__name__ == 'LearnerPredictor'

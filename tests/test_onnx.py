@@ -115,6 +115,7 @@ def test_export_command_with_quantisation(exported, tmp_path):
     assert 'percentile' in q['method'] and all(l.startswith('wrote ') for l in r.stdout.strip().splitlines()), r.stdout   # no calibrator chatter
     progress = [l for l in r.stderr.splitlines() if l.startswith('int8 calibration:')]
     assert progress[-1] == 'int8 calibration: 48 of 48 photos' and len(progress) == 4, r.stderr   # a line a quarter, on stderr
+    assert '\r' not in r.stdout + r.stderr
     assert_clean_error(cli('export', tmp_path/'missing.pkl', '--onnx'), 'no such model file')
 
 
