@@ -238,10 +238,13 @@ def parse_spec(spec: str, size: int | None = None) -> list[tuple[str, int]]:
 
 DEFAULT_BODIES = 'efficientnet_lite0@384+mobilenet_v2@320'   # the default recipe's: every stage embeds with these
 
-@functools.lru_cache(maxsize=8)
 def get_embedder(name: str, size: int | None = None, resize: str = 'squish', engine: str = 'auto'):
     "The (shared) embedder for `name` at `size` px, or for a spec `'arch@size+arch@size'`"
-    bodies = parse_spec(name, size)
+    # one per set of bodies however it is asked for, so stages in one process (a notebook) load the networks once
+    return _shared_embedder(tuple(parse_spec(name, size)), resize, engine)
+
+@functools.lru_cache(maxsize=8)
+def _shared_embedder(bodies: tuple, resize: str, engine: str):
     base = max(s for _, s in bodies)
     parts = [Embedder(a, s, resize, base=base, engine=engine) for a, s in bodies]
     return parts[0] if len(parts) == 1 else MultiEmbedder(parts)

@@ -54,8 +54,10 @@ def _loss(logits, t, w, label_smoothing: float):
 
 def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: float = 0.5, drop: float = 0.5,
              epochs: int = 40, bs: int = 128, lr: float = 2e-3, wd: float = 0.05, label_smoothing: float = 0.1,
-             seed: int = 42, device: str = 'cpu', weights=None, mean_std=None, balance: bool = False) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+             seed: int = 42, device: str = 'cpu', weights=None, mean_std=None, balance: bool = False,
+             valid=None, history: list | None = None) -> tuple[nn.Module, np.ndarray, np.ndarray]:
     "Train the head on features `(n, views, dim)` on `device`; return it (eval mode, on the CPU) with the standardisation (mean, std)"
+    # `history`, if given, gets one record an epoch: the mean training loss, and the loss on `valid` (features, labels)"
     torch.manual_seed(seed)
     mean, std = mean_std if mean_std is not None else standardise(feats)
     n, v, d = feats.shape
@@ -70,13 +72,27 @@ def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: f
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
     head.train()
     rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
+    for epoch in range(epochs):
+        perm, total = torch.randperm(len(x)), 0.
         for i in range(steps):
             idx = perm[i*bs:(i+1)*bs]
             loss = _loss(training_forward(head, x[idx], rng), t[idx], None if w is None else w[idx], label_smoothing)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            total += loss.item() * len(idx)
+        if history is not None: history.append(_epoch_record(epoch, total / len(x), head, mean, std, valid))
     return head.eval().cpu(), np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+def _epoch_record(epoch: int, train_loss: float, head, mean, std, valid) -> dict:
+    "One line of the training history: the epoch, its mean training loss, and the loss on `valid` (plain cross-entropy)"
+    rec = dict(epoch=epoch + 1, train_loss=round(train_loss, 5))
+    if valid is not None and len(valid[1]):
+        device = next(head.parameters()).device
+        with torch.no_grad():
+            z = torch.from_numpy(((valid[0] - mean) / std).astype(np.float32)).to(device)
+            probs = head.eval()(z).mean(1).softmax(1).cpu().numpy()
+        head.train()
+        rec['valid_loss'] = round(float(-np.log(np.clip(probs[np.arange(len(valid[1])), np.asarray(valid[1])], 1e-12, 1)).mean()), 5)
+    return rec
 
 @torch.no_grad()
 def head_probs(head: nn.Module, mean, std, feats: np.ndarray) -> np.ndarray:

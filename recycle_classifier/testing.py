@@ -5,7 +5,7 @@ images they link to, with the trouble real servers bring. Used by the tests and 
 
 # %% ../nbs/11_testing.ipynb #a9bcbf44
 from __future__ import annotations
-import html, io, json, random, threading, urllib.parse
+import html, io, json, random, sys, threading, urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -44,6 +44,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args): pass
     def do_GET(self): self.server.site._serve(self)
 
+class _Server(ThreadingHTTPServer):
+    "One host of the stand-in; a client that hangs up mid-answer (a download cut at its deadline) is no error here"
+    daemon_threads = True
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)): return
+        super().handle_error(request, client_address)
+
 # %% ../nbs/11_testing.ipynb #7750a3d6
 class LocalImageSearch:
     "A stand-in for Bing's image search on 127.0.0.1: result pages in Bing's markup, and the images they link to"
@@ -56,7 +63,7 @@ class LocalImageSearch:
     def start(self):
         "Start serving (one port per host) in background threads"
         for _ in range(self.hosts):
-            srv = ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+            srv = _Server(('127.0.0.1', 0), _Handler)
             srv.daemon_threads, srv.site = True, self
             threading.Thread(target=srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
             self._servers.append(srv)

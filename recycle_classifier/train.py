@@ -163,7 +163,9 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
     is_valid = np.array([photo[p] in valid_set for p in ok], dtype=bool)
     y = np.array([classes.index(photo[p].label) for p in ok])
     set_seed(seed)
-    head, mean, std = fit_head(feats[~is_valid], y[~is_valid], len(classes), seed=seed, device=device, **hp)
+    history = []   # the loss curves, per epoch (in the metrics, for plots)
+    head, mean, std = fit_head(feats[~is_valid], y[~is_valid], len(classes), seed=seed, device=device,
+                               valid=(feats[is_valid], y[is_valid]), history=history, **hp)
     probs = head_probs(head, mean, std, feats[is_valid])
     metrics = metrics_from_probs(probs, y[is_valid], classes)
     src, right = np.array([photo[p].source for p in ok])[is_valid], probs.argmax(1) == y[is_valid]
@@ -179,7 +181,8 @@ def train_features(data, out='models/model.pkl', arch=None, size=None, bodies=No
                               n_train=len(train_ok), n_valid=len(valid_ok), skipped=[(str(p), w) for p, w in errors],
                               **stats, **training_versions(), **data_record(data, train_ok, valid_ok, class_map))
     metrics.update(recipe='features', embed_seconds=round(t1 - t0, 1), train_seconds=round(t2 - t1, 1),
-                   cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, device=device, **hp)
+                   cache_hits=cache.stats['hits'], cache_misses=cache.stats['misses'], bodies=emb.key, device=device, **hp,
+                   history=history)
     export_model(learn, out, metrics, say)
     return learn, metrics
 
