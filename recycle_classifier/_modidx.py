@@ -290,6 +290,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                              'recycle_classifier/core.py'),
                                          'recycle_classifier.core.ProgressCount.close': ( 'core.html#progresscount.close',
                                                                                           'recycle_classifier/core.py'),
+                                         'recycle_classifier.core.ProgressCount.shown': ( 'core.html#progresscount.shown',
+                                                                                          'recycle_classifier/core.py'),
                                          'recycle_classifier.core.ProgressCount.update': ( 'core.html#progresscount.update',
                                                                                            'recycle_classifier/core.py'),
                                          'recycle_classifier.core.UserError': ('core.html#usererror', 'recycle_classifier/core.py'),

@@ -75,8 +75,17 @@ class ProgressCount:
             except ImportError: return
             self._bar, self._tqdm = tqdm(total=total, desc=desc, file=sys.stderr, leave=False), True
 
-    def update(self, done: int):
-        "Show `done` items finished"
+    @property
+    def shown(self) -> bool: return self._bar is not None
+
+    def update(self, done: int, total: int | None = None, note: str | None = None):
+        "Show `done` items finished (of a new `total` when the work grows), with a short `note`"
+        if total is not None:
+            self.total = total
+            if self._bar is not None: self._bar.total = max(total, 1)
+        if note is not None and self._bar is not None:
+            if self._tqdm: self._bar.set_postfix_str(note, refresh=False)
+            else: self._bar.comment = note
         done = min(done, self.total)
         if self._bar is not None: self._bar.update(done - self.done if self._tqdm else done)
         self.done = done

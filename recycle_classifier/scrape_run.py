@@ -10,10 +10,8 @@ import contextlib, itertools, queue, signal, sys, threading, time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from fastprogress.fastprogress import progress_bar
-from fastprogress.core import IN_NOTEBOOK
 from fastcore.basics import patch
-from .core import BadImage
+from .core import BadImage, ProgressCount
 from .fileio import file_sha256
 from .images import open_image
 from .layout import image_files
@@ -199,18 +197,16 @@ def _hold_ctrl_c():
 class _Progress:
     "A progress bar in a notebook or terminal, one log line per class elsewhere, or nothing"
     def __init__(self, show: bool):
-        self.bar = progress_bar(range(1)) if show and (IN_NOTEBOOK or sys.stderr.isatty()) else None
-        self.log, self.total, self.done = show and self.bar is None, 0, 0
-        if self.bar: self.bar.update(0)
+        self.bar = ProgressCount(0, 'downloading', enabled=show)
+        self.log, self.total, self.done = show and not self.bar.shown, 0, 0
     def add(self, n: int): self.total += n
     def step(self, comment: str = ''):
         self.done += 1
-        if self.bar: self.bar.total, self.bar.comment = max(self.total, 1), comment; self.bar.update(self.done)
+        self.bar.update(self.done, total=max(self.total, self.done), note=comment)
     def say(self, line: str):
         if self.log: print(line, file=sys.stderr, flush=True)
-        elif self.bar: self.bar.comment = line
-    def close(self):
-        if self.bar and not IN_NOTEBOOK: print(file=sys.stderr)  # the console bar does not end its line
+        else: self.bar.update(self.done, note=line)
+    def close(self): self.bar.close()
 
 # %% ../nbs/01f_scrape_run.ipynb #6750daf0
 class _Run:
