@@ -263,6 +263,30 @@ def test_threads_when_the_host_isolates(site, browser, photos, predicted):
     assert [c['label'] for c in cards] == [predicted[p.name]['label'] for p in photos[2:4]]
 
 
+def test_first_visit_on_a_plain_host_gets_threads(site, browser, photos, predicted):
+    """A host that sends no isolation headers: the page lets its service worker (which adds them) take over and reloads
+    once, so even a first visit runs on a thread per core; the warm-up run waits for the visitor's first touch"""
+    with StaticServer(site) as url:
+        context = browser.new_context()
+        page = open_page(context, url)
+        isolated, threads = page.evaluate('self.crossOriginIsolated'), int(page.get_attribute('body', 'data-threads'))
+        how, cores = page.evaluate("performance.getEntriesByType('navigation')[0].type"), page.evaluate('navigator.hardwareConcurrency')
+        before = page.evaluate('RCApp.state.warm || null')
+        page.dispatch_event('label[for="rc-files"]', 'pointerdown')   # a visitor reaching for the photo button
+        page.evaluate('RCApp.state.queue')
+        after = page.evaluate('RCApp.state.warm')
+        cards = classify_files(page, photos[4:6])
+        context.close()
+        plain = browser.new_context()   # without the service worker (?sw=off): no reload, one thread
+        page = open_page(plain, url + '?sw=off')
+        plain_threads, plain_how = int(page.get_attribute('body', 'data-threads')), page.evaluate("performance.getEntriesByType('navigation')[0].type")
+        plain.close()
+    assert (isolated, threads, how) == (True, cores, 'reload'), (isolated, threads, how)
+    assert (before, after) == (None, 'done'), (before, after)
+    assert [c['label'] for c in cards] == [predicted[p.name]['label'] for p in photos[4:6]]
+    assert (plain_threads, plain_how) == (1, 'navigate')
+
+
 def test_export_web_errors(model_path, tmp_path, monkeypatch):
     "Bad input is one line and exit code 2 (a UserError), and nothing of the user's is touched"
     mine = tmp_path/'mine'

@@ -155,6 +155,7 @@
     input.value = '';
     if (!files.length) return;
     const upload = ++state.uploads, results = $('rc-results'), cards = [];
+    state.warm = state.warm || 'by a photo';
     for (const file of files) {
       const card = document.createElement('div');
       card.className = 'rc-card rc-pending';
@@ -178,12 +179,51 @@
     return new Uint8Array(await r.arrayBuffer());
   }
 
+  const useWorker = 'serviceWorker' in navigator && self.isSecureContext && params.get('sw') !== 'off';
+
+  // The service worker keeps the folder for offline use and answers with the cross-origin isolation headers, which
+  // give the runtime its threads. A host that does not send them itself (most static hosts) would leave a first visit
+  // on one thread: on such a visit the worker is installed first (it downloads the folder, which the page would
+  // download anyway), then the page reloads once, from it, isolated, before any model is loaded. True when reloading.
+  async function isolateFirst(config) {
+    if (!useWorker || self.crossOriginIsolated || navigator.serviceWorker.controller) return false;
+    try {
+      if (sessionStorage.getItem('rc-isolating')) return false;   // once: a browser that ignores the worker's headers is not reloaded again
+      say('Loading the model (first visit: keeping a copy for offline use)…', 'busy');
+      const controlled = new Promise(ok => navigator.serviceWorker.addEventListener('controllerchange', ok, { once: true }));
+      const reg = await navigator.serviceWorker.register(`sw.js?v=${encodeURIComponent(config.cache)}`);
+      const worker = reg.installing || reg.waiting;   // none: an active worker that this page bypassed (a hard reload)
+      const failed = new Promise((_, no) => worker && worker.addEventListener('statechange',
+        () => worker.state === 'redundant' && no(new Error('the service worker could not keep the folder'))));
+      if (worker && !navigator.serviceWorker.controller) await Promise.race([controlled, failed]);
+      sessionStorage.setItem('rc-isolating', '1');
+    } catch (e) { console.warn('offline copy not kept, one thread:', e); return false; }
+    location.reload();
+    return true;
+  }
+
+  // The runtime's first run allocates and packs the weights (a photo's time again): done when the visitor reaches
+  // for a button (the camera or the file chooser takes longer than that), not while the page loads; a photo that
+  // comes first (no touch: a test's or a script's) warms the runtime up itself
+  function warmUpOnFirstTouch() {
+    const [w, h] = state.config.preprocess.size;
+    const go = () => {
+      for (const ev of ['pointerdown', 'touchstart', 'keydown', 'focusin']) document.removeEventListener(ev, go, true);
+      if (state.warm) return;
+      state.warm = 'running';
+      enqueue(async () => { await run(new Uint8Array(3 * w * h).fill(128)); state.warm = 'done'; });
+    };
+    for (const ev of ['pointerdown', 'touchstart', 'keydown', 'focusin']) document.addEventListener(ev, go, { capture: true, passive: true });
+    state.warmUp = go;
+  }
+
   async function start() {
     try {
       const r = await fetch('config.json');
       if (!r.ok) throw new Error(`config.json: HTTP ${r.status}`);
       const config = state.config = await r.json();
       document.title = `Which bin? ${config.name}`;
+      if (await isolateFirst(config)) return;
       if (typeof ort === 'undefined') throw new Error('ONNX Runtime Web (ort/ort.wasm.min.js) did not load');
       ort.env.wasm.wasmPaths = new URL('ort/', location.href).href;
       ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
@@ -202,9 +242,8 @@
       window.rcReadyAt = performance.now();
       const few = config.classes.slice(0, 8).join(', '), more = config.classes.length - 8;
       say(`Ready. This model knows ${few}${more > 0 ? ` and ${more} more` : ''}.`);
-      const [w, h] = config.preprocess.size;
-      enqueue(() => run(new Uint8Array(3 * w * h).fill(128)));   // the runtime's first run allocates: not on a visitor's photo
-      if ('serviceWorker' in navigator && self.isSecureContext && params.get('sw') !== 'off')
+      warmUpOnFirstTouch();
+      if (useWorker)   // kept up to date (a new export's worker replaces the old one's copy)
         navigator.serviceWorker.register(`sw.js?v=${encodeURIComponent(config.cache)}`).catch(e => console.warn('offline copy not kept:', e));
     } catch (e) {
       document.body.dataset.state = 'failed';

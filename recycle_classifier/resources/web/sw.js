@@ -1,5 +1,6 @@
 // Keeps the folder (page, model, runtime) in the browser's cache, so the page works offline once it has loaded,
-// and answers with the headers that let the runtime use threads (cross-origin isolation) on the next visit.
+// and answers with the headers that let the runtime use threads (cross-origin isolation): app.js reloads a first
+// visit once this worker controls it, so threads start at once on any static host.
 'use strict';
 const VERSION = new URL(self.location.href).searchParams.get('v') || '0';
 const CACHE = `recycle-classifier-web-${VERSION}`;
@@ -9,7 +10,8 @@ self.addEventListener('install', event => {
   event.waitUntil((async () => {
     const config = await (await fetch('config.json', { cache: 'no-cache' })).json();
     const cache = await caches.open(CACHE);
-    // the page has just fetched these: take them from the HTTP cache where it still has them
+    // a first visit waits for this copy before it loads the model (then reloads from it, isolated); a page that has
+    // already fetched these files (a new export's worker) finds them in the HTTP cache where it still has them
     await cache.addAll(['./', ...config.files].map(f => new Request(f, { cache: 'force-cache' })));
     await self.skipWaiting();
   })());
