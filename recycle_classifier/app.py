@@ -16,14 +16,14 @@ from .core import UserError, BadImage, APP_NOTEBOOK, GUIDELINES_DIR
 from .images import open_image
 from .rules import (DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, Bin, Guidelines, parse_guidelines,
                                       load_guidelines, list_guidelines, with_model_bins)
-from .predictor import FORMATS, load_predictor   # no torch: formats import theirs when opened
+from .predictor import FORMATS, load_predictor, fast_twin   # no torch: formats import theirs when opened
 
 # %% auto #0
 __all__ = ['MODELS_DIR', 'FAST_FIRST', 'POOL_SIZE', 'FILL_DELAY', 'MAX_UPLOAD_MB', 'MAX_RULES_BYTES', 'PREVIEW_PX', 'WORK_PX',
-           'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER', 'TEMPLATE', 'find_models', 'fast_twin',
-           'heatmap_source', 'newest', 'Prediction', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge',
-           'result_card', 'error_card', 'RecycleApp', 'summary', 'app_from_env', 'check_port', 'local_template',
-           'voila_home', 'voila_command', 'app_env', 'serve', 'cmd_app', 'add_command']
+           'CSS', 'ENV_VARS', 'PAGE_EXTENSIONS', 'NO_TYPESETTER', 'TEMPLATE', 'find_models', 'heatmap_source', 'newest',
+           'Prediction', 'Verdict', 'verdict', 'jpeg_uri', 'prob_bars', 'bin_badge', 'result_card', 'error_card',
+           'RecycleApp', 'summary', 'app_from_env', 'check_port', 'local_template', 'voila_home', 'voila_command',
+           'app_env', 'serve', 'cmd_app', 'add_command']
 
 # %% ../nbs/08_app.ipynb #e2cc5109
 MODELS_DIR = Path('models')
@@ -42,13 +42,6 @@ def find_models(folder) -> list[Path]:
     if not folder.is_dir(): return []
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in FORMATS and not f.name.startswith('.'))
     return [f for f in files if f.suffix.lower() in FAST_FIRST or not any(f.with_suffix(x).is_file() for x in FAST_FIRST)]
-
-def fast_twin(path) -> Path:
-    "The ONNX export beside a `.pkl` (written with or after it), which classifies the same without torch; else `path`"
-    path = Path(path)
-    twin = path.with_suffix('.onnx')
-    if path.suffix == '.pkl' and twin.is_file() and twin.stat().st_mtime >= path.stat().st_mtime: return twin
-    return path
 
 def heatmap_source(path) -> Path | None:
     "The model file that can draw a heatmap for the model at `path`: itself, or the `.pkl` beside an ONNX export"

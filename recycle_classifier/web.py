@@ -14,7 +14,8 @@ from .core import UserError, package_version
 from .fileio import file_sha256
 from .onnx_predict import read_meta
 # the rules (bins, advice, threshold) are the Voilà app's: one home for them, read here, never copied
-from .app import DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, fast_twin, load_guidelines, with_model_bins
+from .predictor import fast_twin
+from .rules import DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, load_guidelines, with_model_bins
 
 # %% auto #0
 __all__ = ['WEB_DIR', 'ORT_DIR', 'ORT_FILES', 'PAGE_FILES', 'MODEL_FILE', 'CONFIG_FILE', 'GENERATOR', 'RESAMPLE_FILTERS',

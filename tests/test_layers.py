@@ -10,8 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/'recycle_classifier'
 # imports that still go sideways or up, each to be moved in "Rooms by role" (issue 25); the list may only shrink
 KNOWN = {('learner', 'cam'): "LearnerPredictor.explain draws Grad-CAM: the .pkl predictor belongs above cam",
-         ('scale', 'train'): "distributed fine-tuning and embed's flags reuse train's parts: they belong below both",
-         ('web', 'app'): "fast_twin and the rules' names: to import them from predictor and rules"}
+         ('scale', 'train'): "distributed fine-tuning and embed's flags reuse train's parts: they belong below both"}
 
 
 def layer_table(text: str) -> dict:
