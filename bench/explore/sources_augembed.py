@@ -104,7 +104,7 @@ def ccrop(im, r):
 
 AUG = dict(mix1=lambda im, r, s: mix(im, r, s), mix2=lambda im, r, s: mix(im, r, s), crop=lambda im, r, s: rrc(im, r),
            colour=lambda im, r, s: colour(im, r), degrade=lambda im, r, s: degrade(im, r), bg=lambda im, r, s: background(im, r),
-           ccrop=lambda im, r, s: ccrop(im, r))
+           ccrop=lambda im, r, s: ccrop(im, r), ccrop_g12=lambda im, r, s: ccrop(im, r))   # ccrop_g12: garbage12's photos
 
 def embed_view(emb, name, paths, studio_of, bs=16):
     out = OUT/f'{name}.npy'
@@ -144,6 +144,7 @@ if __name__ == '__main__':
     assert emb.key == str(z['key']), (emb.key, z['key'])
     for v in a.views:
         if v == 'ccrop': paths = [str(p) for p, s in zip(z['paths'], z['source']) if not a.ccrop_source or s == a.ccrop_source]
+        elif v == 'ccrop_g12': paths = [str(p) for p, s in zip(z['paths'], z['source']) if s == 'garbage12']
         elif v == 'bg': paths = sub['trashnet']
         else: paths = sub['trashnet'] + sub['garbage12']
         embed_view(emb, v, paths, studio)

@@ -47,7 +47,9 @@ class Data:
             ps = (AUGDIR/f'{f.stem}.paths.txt').read_text().split('\n')
             a = np.full((len(self.paths), self.F.shape[-1]), np.nan, np.float32)
             a[[self.row[p] for p in ps]] = power_features(np.load(f), D['power'])
-            self.aug[f.stem] = a
+            if f.stem.startswith('ccrop') and 'ccrop' in self.aug:   # ccrop (TrashNet) + ccrop_g12 (garbage12): one view
+                a = np.where(np.isnan(a), self.aug['ccrop'], a)
+            self.aug['ccrop' if f.stem.startswith('ccrop') else f.stem] = a
 
     def rows(self, idx, views):
         "(features (m, 1, dim), photo index (m,), is-augmented (m,)) of the views of photos idx that exist"
@@ -139,6 +141,8 @@ if __name__ == '__main__':
     ap.add_argument('--seeds', default='42,43')
     ap.add_argument('--only', default='')
     ap.add_argument('--no-log', action='store_true', help='print only (a check run)')
+    ap.add_argument('--evals', default='', help='only these evaluations, e.g. " + tta, + align + tta"')
+    ap.add_argument('--directions', default='T>G,G>T', help='log rows of these directions only')
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(',')]
     d = Data(); have = set(d.aug)
@@ -158,6 +162,7 @@ if __name__ == '__main__':
         emb_s = sum(timing[x]['s'] for x in v.get('views', []) if x in timing)
         up = subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()
         for ev, (align, tta) in EVALS.items():
+            if a.evals and ev not in [e for e in a.evals.split(',')]: continue
             if tta and 'ccrop' not in have: continue
             res = {dr: [dict(**evaluate(d, dr, *heads[(dr, s)][:3], align, tta), **heads[(dr, s)][3]) for s in seeds]
                    for dr in ('T>G', 'G>T') if (dr, seeds[0]) in heads}
@@ -167,7 +172,7 @@ if __name__ == '__main__':
                                data='sources-default.npz + augviews', experiment='loso-aug', variant=name + ev, direction=dr, seed=s,
                                train_subset=not v.get('full'), head='fit_head default (40 epochs, balanced)', embed_s=emb_s, uptime=up,
                                align=align, tta=tta, **{k: v_ for k, v_ in v.items()}, **r)
-                    if not a.no_log:
+                    if not a.no_log and dr in a.directions.split(','):
                         with open(RESULTS, 'a') as f: f.write(json.dumps(row) + '\n')
             def m(dr, k):
                 xs = [r[k] for r in res.get(dr, []) if r.get(k) is not None]
