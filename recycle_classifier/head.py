@@ -57,7 +57,7 @@ def fit_head(feats: np.ndarray, y, n_classes: int, hidden: int = 512, in_drop: f
              seed: int = 42, device: str = 'cpu', weights=None, mean_std=None, balance: bool = False,
              valid=None, history: list | None = None) -> tuple[nn.Module, np.ndarray, np.ndarray]:
     "Train the head on features `(n, views, dim)` on `device`; return it (eval mode, on the CPU) with the standardisation (mean, std)"
-    # `history`, if given, gets one record an epoch: the mean training loss, and the loss on `valid` (features, labels)"
+    # `history`, if given, gets one record an epoch: the mean training loss, and the loss on `valid` (features, labels)
     torch.manual_seed(seed)
     mean, std = mean_std if mean_std is not None else standardise(feats)
     n, v, d = feats.shape
