@@ -154,7 +154,7 @@ def upload_latencies(page, photo: Path, runs: int, warmup: int = 2) -> list[floa
 def measure(model: Path, runtime: str, photo: Path, runs: int, tmp: Path, screenshot: bool, four_rounds: int = 3) -> dict:
     "Every figure for one runtime: its own server, one browser"
     from playwright.sync_api import sync_playwright
-    import recycle_classifier.app as app
+    import recycle_classifier.app.verdict as app
     POOL_SIZE = app.POOL_SIZE
     port, log = free_port(), tmp/f'server-{runtime}.log'
     os.environ['RECYCLE_CLASSIFIER_RUNTIME'] = runtime
@@ -207,7 +207,7 @@ def showcase(page, n: int):
 def kernel_imports(model: Path, runtime: str) -> dict:
     "What the page's code imports: seconds to build the app in a fresh interpreter, and whether torch/fastai came along"
     code = ("import os, sys, time; t = time.perf_counter()\n"
-            "from recycle_classifier.app import app_from_env\napp_from_env()\n"
+            "from recycle_classifier.app.server import app_from_env\napp_from_env()\n"
             "print(round(time.perf_counter() - t, 2), 'torch' in sys.modules, 'fastai' in sys.modules)")
     env = {**os.environ, 'RECYCLE_CLASSIFIER_MODEL': str(model), 'RECYCLE_CLASSIFIER_RUNTIME': runtime}
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=ROOT).stdout.split()

@@ -2,7 +2,7 @@
 
 Copies ../shared/datasets/trashnet/train (TrashNet, Thung & Yang 2016, MIT license) to a temporary folder,
 moves a seeded fraction (default 10%) of its photos into another class folder (a flipped label), runs
-`recycle_classifier.clean.suggest` and measures how many flipped photos are in the top K = 2 x flipped of
+`recycle_classifier.clean.scores.suggest` and measures how many flipped photos are in the top K = 2 x flipped of
 its ranking (precision and recall), beside:
 
 - cleanlab's `find_label_issues` set on its own (what `suggest` flags);
@@ -23,10 +23,10 @@ import argparse, json, os, platform, shutil, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
-from recycle_classifier.clean import (suggest, list_photos, class_names, split_label, clean_embedder, embed_photos,
-                                      oof_probs, DEFAULT_BODIES)
-from recycle_classifier.embed import FeatureCache
-from recycle_classifier.fileio import append_jsonl
+from recycle_classifier.clean.scores import suggest, list_photos, class_names, split_label, clean_embedder, embed_photos, oof_probs
+from recycle_classifier.features.embedder import DEFAULT_BODIES
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.base.fileio import append_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent/'shared'/'datasets'/'trashnet'/'train'

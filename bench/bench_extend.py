@@ -27,10 +27,13 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recycle_classifier.embed import FeatureCache, get_embedder, power_features  # noqa: E402
-from recycle_classifier.layout import walk_dataset  # noqa: E402
-from recycle_classifier.train import fit_head, FEATURE_DEFAULTS  # noqa: E402
-from recycle_classifier.protomodel import feature_stats, read_feature_stats  # noqa: E402
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.features.embedder import get_embedder
+from recycle_classifier.features.classifier import power_features  # noqa: E402
+from recycle_classifier.base.layout import walk_dataset  # noqa: E402
+from recycle_classifier.train.head import fit_head
+from recycle_classifier.train.settings import FEATURE_DEFAULTS  # noqa: E402
+from recycle_classifier.formats.protomodel import feature_stats, read_feature_stats  # noqa: E402
 from recycle_classifier import fewshot  # noqa: E402
 
 TRASHNET = Path(os.environ.get('TRASHNET', ROOT.parent/'shared'/'datasets'/'trashnet'))
@@ -149,9 +152,10 @@ def table(res, ks) -> str:
 def timing(repeats=5):
     "Seconds to add a class from 5 photo files to an exported model of the default recipe: warm (model loaded) and cold"
     import tempfile
-    from recycle_classifier.train import feature_learner, training_split
-    from recycle_classifier.learner import export_learner
-    from recycle_classifier.images import open_images
+    from recycle_classifier.train.head import feature_learner
+    from recycle_classifier.train.settings import training_split
+    from recycle_classifier.formats.learner import export_learner
+    from recycle_classifier.base.images import open_images
     feats, y, split, names = trashnet_features()
     root, classes, train_photos, valid_photos = training_split(TRASHNET)
     train_files, valid_files = [p.path for p in train_photos], [p.path for p in valid_photos]

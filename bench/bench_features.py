@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from recycle_classifier.embed import get_embedder
-from recycle_classifier.images import open_image
-from recycle_classifier.layout import image_files
+from recycle_classifier.features.embedder import get_embedder
+from recycle_classifier.base.images import open_image
+from recycle_classifier.base.layout import image_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT/'bench'))
 import types  # noqa: E402
 from recycle_classifier import fewshot as _fs  # noqa: E402
-from recycle_classifier.embed import Embedder  # noqa: E402
-from recycle_classifier.images import open_image  # noqa: E402
-from recycle_classifier.protomodel import unit_features  # noqa: E402
+from recycle_classifier.features.embedder import Embedder  # noqa: E402
+from recycle_classifier.base.images import open_image  # noqa: E402
+from recycle_classifier.formats.protomodel import unit_features  # noqa: E402
 import fewshot_research as _research  # noqa: E402
 
 # the package's few-shot stage and the research code moved out of it (issue #12), under one name

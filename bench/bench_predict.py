@@ -57,7 +57,7 @@ def latency_child(spec: dict) -> dict:
     """Every ONNX latency, in this process with torch blocked (as in a service): `spec['rounds']` rounds, each timing
     every variant on every runtime in turn, so slow spells of the machine hit all of them; medians over rounds"""
     sys.modules['torch'] = None
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     photos, runs = [Path(p) for p in spec['photos']], spec['runs']
     preds = {(name, rt, prec): OnnxPredictor(f, runtime=rt, **({'precision': prec} if prec != 'fp32' else {}))
              for name, f in spec['files'].items() for rt in spec['runtimes'] for prec in (['fp32', 'bf16'] if rt == 'openvino' and name == spec.get('bf16') else ['fp32'])}
@@ -86,8 +86,8 @@ def run_latency_child(spec: dict) -> dict:
 
 def fastai_latency(learn, photos, runs) -> dict:
     "fastai `learn.predict` one photo and `get_preds` per photo in 32, in ms"
-    from recycle_classifier.onnx_export import fastai_probs
-    from recycle_classifier.images import open_image
+    from recycle_classifier.formats.onnx_export import fastai_probs
+    from recycle_classifier.base.images import open_image
     batch = photos[:32]
     with learn.no_bar(), learn.no_logging():
         return {'fastai_predict_ms': median_ms(lambda: learn.predict(photos[0]), max(5, runs // 2), 1),
@@ -97,11 +97,11 @@ def fastai_latency(learn, photos, runs) -> dict:
 def fastai_diff(learn, onnx_path, runtime) -> float:
     "Largest |fastai - ours| probability on the embedded sample's 60 validation photos"
     import numpy as np
-    from recycle_classifier.core import SAMPLE_DIR
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.images import open_image
-    from recycle_classifier.onnx_export import fastai_probs
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.base.core import SAMPLE_DIR
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.base.images import open_image
+    from recycle_classifier.formats.onnx_export import fastai_probs
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     ims = [open_image(p) for p in image_files(SAMPLE_DIR/'valid')]
     ours = OnnxPredictor(onnx_path, draft=False, runtime=runtime).predict_probs(ims)
     return float(np.abs(fastai_probs(learn, ims) - ours).max())
@@ -109,7 +109,7 @@ def fastai_diff(learn, onnx_path, runtime) -> float:
 
 def cold_start(onnx_path, photo, runs=5) -> dict:
     "Seconds from process start to the first result line: the CLI, and a three-line script"
-    script = ("from recycle_classifier.predictor import load_predictor\n"
+    script = ("from recycle_classifier.formats.predictor import load_predictor\n"
               f"model = load_predictor({str(onnx_path)!r})\n"
               f"print(next(model.predict_paths([{str(photo)!r}])))\n")
     cmds = {'cli_s': [str(Path(sys.executable).parent/'recycle-classifier'), 'predict', str(onnx_path), str(photo)],
@@ -132,8 +132,8 @@ def cold_start(onnx_path, photo, runs=5) -> dict:
 
 def export_variants(learn, name, tmp, valid, int8: bool) -> dict:
     "ONNX files for `learn` as trained and with one view (mirror dropped); int8 of the one-view one if asked"
-    from recycle_classifier.onnx_export import export_onnx, quantize_onnx
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.formats.onnx_export import export_onnx, quantize_onnx
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     out, views = {}, tuple(learn.model.views)
     if len(views) > 1: out[f'{name}, {len(views)} views'] = export_onnx(learn, tmp/f'{name}-2v.onnx')
     learn.model.views = ('orig',)
@@ -156,11 +156,11 @@ def main():
     a = ap.parse_args()
     import warnings; warnings.filterwarnings('ignore')
     from PIL import Image
-    from recycle_classifier.core import SAMPLE_DIR
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import load_learner
-    from recycle_classifier.onnx_export import labelled_photos
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.base.core import SAMPLE_DIR
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.formats.learner import load_learner
+    from recycle_classifier.formats.onnx_export import labelled_photos
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     load = os.getloadavg()[0]
@@ -198,7 +198,7 @@ def main():
         if HAVE_OV:
             bf = OnnxPredictor(single, runtime='openvino', precision='bf16')
             fp = OnnxPredictor(single, runtime='openvino')
-            from recycle_classifier.images import open_image
+            from recycle_classifier.base.images import open_image
             ims = [open_image(p, draft=fp.draft) for p in photos]
             import numpy as np
             rec['bf16'] = {**lat['bf16'], 'accuracy': accuracy(bf, labelled), 'accuracy_fp32': variants['single body (Lite0@320), 1 view']['accuracy'],

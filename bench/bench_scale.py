@@ -12,7 +12,7 @@ given as a list file as a user would. Per round, interleaved so drift hits every
   plain      the model loaded in this process (all cores), `predict_paths` in batches of 16 (what `predict` runs)
   ray 2 cold `predict_ray` with 2 actors that starts its own local Ray and stops it (what `predict --ray` runs)
   ray 1, 2   `predict_ray` with 1 and 2 actors on a Ray already running (a cluster: no Ray start in the figure)
-  (--all-imports) ray 2 cold with Ray's processes importing what `scale.SKIP_IMPORTS` leaves out (the old start-up)
+  (--all-imports) ray 2 cold with Ray's processes importing what `batch.predict.SKIP_IMPORTS` leaves out (the old start-up)
 embed: the default bodies and views `train` uses, TrashNet valid (328 photos), an empty cache each run:
   plain      `embed_local` (`recycle-classifier embed`: this process, all cores, the cache path `train` runs)
   ray 2 cold `embed_ray` with 2 actors on its own local Ray (`recycle-classifier embed --ray`)
@@ -25,10 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from recycle_classifier.layout import image_files
-from recycle_classifier.predictor import load_predictor
-from recycle_classifier import scale
-from recycle_classifier.scale import SKIP_IMPORTS as SKIP, embed_local, embed_ray, predict_ray, ray_session
+from recycle_classifier.base.layout import image_files
+from recycle_classifier.formats.predictor import load_predictor
+from recycle_classifier.batch import predict as batch_predict
+from recycle_classifier.batch.predict import SKIP_IMPORTS as SKIP, predict_ray, ray_session
+from recycle_classifier.batch.embed import embed_local, embed_ray
 
 DATA = ROOT.parent/'shared'/'datasets'/'trashnet'
 RESULTS = ROOT/'bench'/'results'
@@ -38,10 +39,11 @@ def make_model(tmp: Path, size: int) -> Path:
     "EfficientNet-Lite0 at `size` px with a new head, exported and converted to ONNX"
     from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize,
                                    Normalize, vision_learner)
-    from recycle_classifier.core import SAMPLE_DIR
-    from recycle_classifier.backbones import resolve_arch, arch_stats
-    from recycle_classifier.learner import SafePILImage, export_learner
-    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.base.core import SAMPLE_DIR
+    from recycle_classifier.features.backbones import resolve_arch, arch_stats
+    from recycle_classifier.data import SafePILImage
+    from recycle_classifier.formats.learner import export_learner
+    from recycle_classifier.formats.onnx_export import export_onnx
     backbone, _ = resolve_arch('efficientnet_lite0', notify=lambda *a: None)
     dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
                     splitter=GrandparentSplitter(), item_tfms=Resize(size, method='squish'),
@@ -51,7 +53,7 @@ def make_model(tmp: Path, size: int) -> Path:
 
 def plain_predict(model, listing, bs=16):
     "Plain `predict`: list the photos, load the model in this process, classify in batches"
-    from recycle_classifier.scale import read_sources
+    from recycle_classifier.batch.predict import read_sources
     t0 = time.perf_counter()
     files = read_sources([listing])
     it = load_predictor(model).predict_paths(files, bs=bs)
@@ -92,9 +94,9 @@ def part_predict(a, tmp):
         runs['plain'].append(plain_predict(model, listing))
         runs['ray_2_cold'].append(on_ray(model, listing, tmp/'cold.jsonl', 2))
         if a.all_imports:   # the same, with Ray's processes importing what `lean_imports` leaves out
-            scale.SKIP_IMPORTS = ()
+            batch_predict.SKIP_IMPORTS = ()
             try: runs['ray_2_cold_all_imports'].append(on_ray(model, listing, tmp/'all.jsonl', 2))
-            finally: scale.SKIP_IMPORTS = SKIP
+            finally: batch_predict.SKIP_IMPORTS = SKIP
         if not a.cold_only:
             with ray_session(num_cpus=os.cpu_count()):     # a running Ray, as on a cluster
                 for k in (1, 2): runs[f'ray_{k}'].append(on_ray(model, listing, tmp/f'out{k}.jsonl', k))
@@ -123,8 +125,8 @@ def part_predict(a, tmp):
 
 
 def part_embed(a, tmp):
-    from recycle_classifier.embed import get_embedder
-    from recycle_classifier.train import DEFAULT_BODIES
+    from recycle_classifier.features.embedder import get_embedder
+    from recycle_classifier.features.embedder import DEFAULT_BODIES
     photos = image_files(DATA/'valid')
     runs = {k: [] for k in ('plain', 'ray_2_cold')}
     for i in range(a.rounds):

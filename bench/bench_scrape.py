@@ -18,11 +18,12 @@ import argparse, contextlib, hashlib, io, json, os, platform, statistics, tempfi
 from datetime import datetime, timezone
 from pathlib import Path
 from bing_image_downloader import downloader
-from recycle_classifier.core import SAMPLE_DIR
-from recycle_classifier.layout import image_files
-from recycle_classifier.scrape_search import bing_endpoint
-from recycle_classifier.scrape_config import ScrapeOptions
-from recycle_classifier.scrape_run import scrape, class_line
+from recycle_classifier.base.core import SAMPLE_DIR
+from recycle_classifier.base.layout import image_files
+from recycle_classifier.scrape.search import bing_endpoint
+from recycle_classifier.scrape.config import ScrapeOptions
+from recycle_classifier.scrape.run import scrape
+from recycle_classifier.scrape.report import class_line
 from recycle_classifier.testing import LocalImageSearch, hostile_results
 
 RESULTS = Path(__file__).parent/'results'/'scrape.jsonl'

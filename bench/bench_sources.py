@@ -49,9 +49,11 @@ def garbage_split(tmp: Path, held: float = 0.2):
 
 def scorer(model, cache):
     "A function scoring photo paths with the exported model's head on cached features: probabilities (n, classes)"
-    from recycle_classifier.learner import load_learner, learner_info
-    from recycle_classifier.embed import FeatureCache, embedder_from_meta, power_features
-    from recycle_classifier.head import head_probs
+    from recycle_classifier.formats.learner import load_learner, learner_info
+    from recycle_classifier.features.cache import FeatureCache
+    from recycle_classifier.features.embedder import embedder_from_meta
+    from recycle_classifier.features.classifier import power_features
+    from recycle_classifier.train.head import head_probs
     learn = load_learner(model); meta = learner_info(learn); m = learn.model
     emb, fc = embedder_from_meta(meta), FeatureCache(cache)
     def probs(paths):
@@ -63,7 +65,7 @@ def scorer(model, cache):
 
 def labelled(root, split=None, cmap=None):
     "(path, class) of a dataset folder's photos, classes renamed by the map; never-taught folders apart"
-    from recycle_classifier.layout import walk_dataset
+    from recycle_classifier.base.layout import walk_dataset
     known, other = [], []
     for p in walk_dataset(root).photos:
         if split and p.split != split: continue
@@ -92,9 +94,9 @@ def main():
     ap.add_argument('--quick', action='store_true', help='no adapt rows')
     args = ap.parse_args()
     import numpy as np
-    from recycle_classifier.layout import read_class_map
-    from recycle_classifier.train import train
-    from recycle_classifier.adapt import adapt
+    from recycle_classifier.base.layout import read_class_map
+    from recycle_classifier.train.run import train
+    from recycle_classifier.train.adapt import adapt
     cmap = read_class_map(MAP)
     tmp = Path(tempfile.mkdtemp(prefix='bench-sources-'))
     g12 = garbage_split(tmp)

@@ -30,7 +30,7 @@ def peak_mb(): return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 def child_train(data, out, cache, seed, extra):
     "One `train` in this process: print its metrics, wall time and peak memory"
     t = time.time()
-    from recycle_classifier.train import train
+    from recycle_classifier.train.run import train
     learn, m = train(data, out=out, cache_dir=cache, seed=seed, verbose=False, **extra)
     keep = ('accuracy', 'valid_loss', 'embed_seconds', 'train_seconds', 'cache_hits', 'cache_misses', 'recipe')
     print('RESULT ' + json.dumps(dict({k: m.get(k) for k in keep}, wall_s=round(time.time() - t, 1), peak_rss_mb=peak_mb())))
@@ -40,7 +40,7 @@ def child_fastai(data):
     t = time.time()
     from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, parent_label,
                                    GrandparentSplitter, RandomResizedCrop, aug_transforms, vision_learner, accuracy)
-    from recycle_classifier.backbones import ARCHS, fetch_weights
+    from recycle_classifier.features.backbones import ARCHS, fetch_weights
     b = ARCHS['mobilenet_v2']; fetch_weights(b.weights)
     dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                     splitter=GrandparentSplitter(train_name='train', valid_name='valid'),
@@ -63,8 +63,11 @@ def cv_on_train(data, cache, folds=5, seeds=(0, 1)):
     "Repeated 5-fold cross-validated accuracy of the default head on the training photos (one list per split seed; features from the warm cache)"
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
-    from recycle_classifier.train import training_split, fit_head, head_probs, FEATURE_DEFAULTS as D
-    from recycle_classifier.embed import get_embedder, FeatureCache, power_features
+    from recycle_classifier.train.settings import training_split, FEATURE_DEFAULTS as D
+    from recycle_classifier.train.head import fit_head, head_probs
+    from recycle_classifier.features.embedder import get_embedder
+    from recycle_classifier.features.cache import FeatureCache
+    from recycle_classifier.features.classifier import power_features
     from fastai.vision.all import parent_label
     root, classes, photos, _ = training_split(data)
     train = [p.path for p in photos]
@@ -112,9 +115,9 @@ def part_ours(data):
 def part_embed(data, n=64):
     "Milliseconds per photo and view of each body in each engine (median of 3 batches of 8 photos)"
     import numpy as np, torch
-    from recycle_classifier.embed import Embedder, bf16_supported, onnxruntime_available
-    from recycle_classifier.images import open_images
-    from recycle_classifier.layout import image_files
+    from recycle_classifier.features.embedder import Embedder, bf16_supported, onnxruntime_available
+    from recycle_classifier.base.images import open_images
+    from recycle_classifier.base.layout import image_files
     ims = [im for _, im in open_images(image_files(Path(data)/'valid')[:24])[0]]
     engines = (['onnxruntime'] if onnxruntime_available() else []) + (['torch'] if bf16_supported() else []) + ['torch-fp32']
     out = dict(part='embed', bf16_cpu=bf16_supported())

@@ -60,7 +60,7 @@ class Server:
 
 
 def photos_of(root: Path) -> list[Path]:
-    from recycle_classifier.layout import image_files
+    from recycle_classifier.base.layout import image_files
     return sorted(image_files(root)) if root.is_dir() else []
 
 
@@ -203,8 +203,8 @@ def fp16_weights(src, dst) -> Path:
 def variants(args):
     "Time the network alone in the page: per run, the page's wall ms and the browser's CPU ms, with its options and lighter forms; their labels against `predict`"
     from playwright.sync_api import sync_playwright
-    from recycle_classifier.predictor import load_predictor
-    from recycle_classifier.web import export_web
+    from recycle_classifier.formats.predictor import load_predictor
+    from recycle_classifier.app.web import export_web
     from test_web import launch
     work = Path(tempfile.mkdtemp(prefix='bench-web-variants-'))
     r = export_web(args.model, work/'site')
@@ -273,8 +273,8 @@ def main():
     args = ap.parse_args()
     if args.variants: return variants(args)
     from playwright.sync_api import sync_playwright
-    from recycle_classifier.predictor import load_predictor
-    from recycle_classifier.web import export_web
+    from recycle_classifier.formats.predictor import load_predictor
+    from recycle_classifier.app.web import export_web
     from test_web import launch
     work = Path(tempfile.mkdtemp(prefix='bench-web-'))
     r = export_web(args.model, work/'site')
@@ -287,8 +287,8 @@ def main():
                model=str(args.model), classes=len(r['classes']), image_size=json.loads((site/'config.json').read_text())['preprocess']['size'],
                onnxruntime_web=r['runtime'], folder_mb=round(mb, 1), model_mb=round(r['files']['model.onnx'] / 1e6, 1), load_start=loadavg())
     # the same network in native onnxruntime on one thread, photo by photo, as a yardstick for a busy machine
-    from recycle_classifier.images import open_image
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.base.images import open_image
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     one = OnnxPredictor(site/'model.onnx', threads=1)
     ref = (sets['trashnet_valid'] or sets['sample'])[:30]
     def native_ms():

@@ -3,7 +3,7 @@ fine-tuning of the body's last blocks with the Prototypical Networks loss (Snell
 (Koch et al. 2015) and open-set episodes for the prototype model's "none of these" threshold. On TrashNet none beat
 the frozen prototypes (bench/results/fewshot.md), so the package ships only those.
 
-Works on the package's one `Embedder` (recycle_classifier.embed): its body is `emb.net.body`, its preprocessing
+Works on the package's one `Embedder` (recycle_classifier.features.embedder): its body is `emb.net.body`, its preprocessing
 `emb.net.prepare(emb.load(images))`. Photos are embedded once up to the last blocks (`frozen_features`), so training
 only runs the tail. Fine-tuning changes the body in place: give it a private `Embedder(arch, size)`, never the
 shared one `get_embedder` returns."""
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recycle_classifier.core import UserError
+from recycle_classifier.base.core import UserError
 from recycle_classifier.fewshot import calibrate, sample_episode, summarise
-from recycle_classifier.protomodel import prototypes
+from recycle_classifier.formats.protomodel import prototypes
 
 __all__ = ['body_blocks', 'split_body', 'frozen_features', 'tail_embed', 'open_set_episodes', 'protonet_loss',
            'episodic_finetune', 'SiameseNet', 'train_siamese', 'siamese_classify', 'siamese_embed']

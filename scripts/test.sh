@@ -25,4 +25,4 @@ fi
 echo "== nbdev-test (notebooks)"
 "$BIN/nbdev-test" --n-workers 2 --timing
 echo "== pytest"
-"$BIN/pytest" -q tests
+"$BIN/pytest" -q --durations=25 tests

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-from recycle_classifier.core import SAMPLE_DIR
+from recycle_classifier.base.core import SAMPLE_DIR
 SAMPLE = SAMPLE_DIR
 CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash']
 

@@ -53,7 +53,7 @@ def stop(proc: subprocess.Popen):
 def served_model(model_path, tmp_path_factory):
     "The session's model exported both ways, as `train` writes it: model.pkl and model.onnx"
     import shutil
-    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.formats.onnx_export import export_onnx
     pkl = Path(shutil.copy(model_path, tmp_path_factory.mktemp('served')/'model.pkl'))
     export_onnx(pkl)
     return pkl
@@ -141,8 +141,8 @@ def card(page, n: int, i: int = 0):
 @pytest.fixture(scope='module')
 def confident_photo(model_path):
     "A validation photo the session's model gets right, with the most confidence; (path, label, probability)"
-    from recycle_classifier.images import open_image
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.base.images import open_image
+    from recycle_classifier.formats.predictor import load_predictor
     model = load_predictor(model_path)
     vocab = model.classes
     photos = [p for c in vocab for p in sorted((SAMPLE/'valid'/c).glob('*.jpg'))[:3]]
@@ -155,7 +155,7 @@ def confident_photo(model_path):
 
 
 def test_upload_photo_bad_files_then_photo_again(page, server, confident_photo, tmp_path):
-    from recycle_classifier.app import DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, load_guidelines
+    from recycle_classifier.rules import DEFAULT_GUIDELINES, DEFAULT_THRESHOLD, load_guidelines
     photo, label, prob = confident_photo
     rules = load_guidelines(DEFAULT_GUIDELINES)
     assert 'app_from_env' not in page.content()          # Voilà strips the code cells

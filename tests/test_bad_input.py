@@ -72,7 +72,7 @@ def test_broken_files_are_error_lines_and_never_stop_the_others(model_path, brok
 def test_decompression_bomb_is_refused_without_decoding(broken_files):
     import subprocess, sys
     # 900 Mpx of L is 900 MB decoded: the refusal must come from the header, so peak memory barely moves
-    code = ("import resource; from recycle_classifier.images import check_image\n"
+    code = ("import resource; from recycle_classifier.base.images import check_image\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "print(check_image(%r))\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)" % str(broken_files/'bomb.png'))

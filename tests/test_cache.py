@@ -4,15 +4,17 @@ import subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
-from recycle_classifier.core import SAMPLE_DIR
-from recycle_classifier.layout import image_files
-from recycle_classifier.embed import FeatureCache, get_embedder
+from recycle_classifier.base.core import SAMPLE_DIR
+from recycle_classifier.base.layout import image_files
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.features.embedder import get_embedder
 
 SPEC = 'efficientnet_lite0@64'
 EMBED = """
 import sys, numpy as np
-from recycle_classifier.embed import FeatureCache, get_embedder
-from recycle_classifier.layout import image_files
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.features.embedder import get_embedder
+from recycle_classifier.base.layout import image_files
 paths = image_files(sys.argv[2])
 f, ok, err = FeatureCache(sys.argv[1]).features(get_embedder(%r), paths, ('orig', 'flip'), bs=4)
 np.save(sys.argv[3], f)

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-import recycle_classifier.clean as clean
-from recycle_classifier.clean import (suggest, apply_decisions, undo_last, dataset_files, list_photos, read_journal,
-                                      split_label, oof_probs, Cleaner, STATE_DIR)
-from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
-from recycle_classifier.layout import QUARANTINE, walk_dataset
-from recycle_classifier.embed import FeatureCache
+import recycle_classifier.clean.scores as clean
+import recycle_classifier.clean.journal as journal
+from recycle_classifier.clean.scores import suggest, list_photos, split_label, oof_probs, STATE_DIR
+from recycle_classifier.clean.journal import apply_decisions, undo_last, dataset_files, read_journal
+from recycle_classifier.clean.review import Cleaner
+from recycle_classifier.base.core import UserError, SAMPLE_DIR as SAMPLE
+from recycle_classifier.base.layout import QUARANTINE, walk_dataset
+from recycle_classifier.features.cache import FeatureCache
 from conftest import CLASSES, cli, run_cli
 
 BODIES = 'mobilenet_v2@96'  # one small body keeps the embedding quick; the cache makes every later run quicker still
@@ -110,15 +112,15 @@ def test_apply_undo_keeps_every_byte_random_sequences(ds):
             try: undo_last(ds); applied -= 1
             except UserError: assert applied <= 0
         elif op == 'cut':
-            real, n = clean._move, rng.randint(0, 3)
+            real, n = journal._move, rng.randint(0, 3)
             def cut(src, dst, calls=[0]):
                 calls[0] += 1
                 if calls[0] > n: raise KeyboardInterrupt
                 real(src, dst)
-            clean._move = cut
+            journal._move = cut
             try: apply_decisions(ds, dec); applied += 1
             except KeyboardInterrupt: applied += 1
-            finally: clean._move = real
+            finally: journal._move = real
         else:
             r = apply_decisions(ds, dec); applied += bool(r.moves)
             if op == 'reapply' and last == 'apply': assert r.moves == [] and not r.problems  # idempotent
@@ -136,15 +138,15 @@ def test_interrupted_between_link_and_unlink_resumes_or_undoes(ds):
     before = dataset_files(ds)
     dec = [('train/metal/noise.png', 'remove', ''), ('train/paper/truncated.jpg', 'remove', ''),
            ('valid/glass/copy.jpg', 'plastic', '')]
-    real_unlink = clean.os.unlink
+    real_unlink = journal.os.unlink
     def crash_on_second(path, calls=[0]):
         calls[0] += 1
         if calls[0] == 2: raise KeyboardInterrupt  # the file is now at both names
         real_unlink(path)
-    clean.os.unlink = crash_on_second
+    journal.os.unlink = crash_on_second
     try:
         with pytest.raises(KeyboardInterrupt): apply_decisions(ds, dec)
-    finally: clean.os.unlink = real_unlink
+    finally: journal.os.unlink = real_unlink
     ops = [r['op'] for r in read_journal(ds)]
     assert ops == ['apply', 'move', 'move'] and (ds/'train'/'paper'/'truncated.jpg').exists()
     assert (ds/QUARANTINE/'train'/'paper'/'truncated.jpg').exists()  # linked, not yet unlinked
@@ -159,15 +161,15 @@ def test_interrupted_between_link_and_unlink_resumes_or_undoes(ds):
 def test_resume_completes_the_same_apply(ds):
     before = dataset_files(ds)
     dec = [(p, 'remove', '') for p in list_photos(ds)[:5]]
-    real = clean._move
+    real = journal._move
     def cut(src, dst, calls=[0]):
         calls[0] += 1
         if calls[0] > 2: raise KeyboardInterrupt
         real(src, dst)
-    clean._move = cut
+    journal._move = cut
     try:
         with pytest.raises(KeyboardInterrupt): apply_decisions(ds, dec)
-    finally: clean._move = real
+    finally: journal._move = real
     r = apply_decisions(ds, dec)
     assert r.resumed and len(r.moves) == 2 and len(r.unchanged) == 3
     assert len({rec['id'] for rec in read_journal(ds)}) == 1  # one apply, resumed
@@ -251,9 +253,9 @@ def test_model_body_is_used(tmp_path):
     "`--model`: the exported learner's body (here untrained, so unlike ImageNet's) embeds the photos, cached apart"
     from fastai.vision.all import vision_learner, DataBlock, ImageBlock, CategoryBlock, parent_label, Resize, RandomSplitter
     from torchvision.models import mobilenet_v2
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import SafePILImage
-    from recycle_classifier.images import open_image
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.data import SafePILImage
+    from recycle_classifier.base.images import open_image
     d, cache_dir = tmp_path/'tiny', tmp_path/'features'
     for c in ('glass', 'paper', 'metal'):
         (d/c).mkdir(parents=True)
@@ -264,7 +266,7 @@ def test_model_body_is_used(tmp_path):
     sg_model = suggest(d, model=tmp_path/'m.pkl', size=64, folds=2, cache_dir=cache_dir)
     sg_imagenet = suggest(d, bodies='mobilenet_v2', size=64, folds=2, cache_dir=cache_dir)
     assert len([k for k in cache_dir.iterdir() if k.is_dir()]) == 2 and 'm.pkl' in sg_model.embedder
-    emb = clean.learner_embedder(tmp_path/'m.pkl', 64)
+    emb = clean.clean_embedder(tmp_path/'m.pkl', 64)   # the model's own body (features.classifier.learner_embedder)
     X = dict(zip(*clean.embed_photos(d, list_photos(d), emb, FeatureCache(cache_dir))[:2]))
     rel = list_photos(d)[0]
     direct = emb.embed([open_image(d/rel)])[0, 0]
@@ -275,8 +277,7 @@ def test_model_body_is_used(tmp_path):
 def test_default_bodies_are_trains_and_read_its_cache(model_path, tmp_path):
     "Without options `suggest` judges with train's bodies, so the features the session's `train` cached are read, not embedded"
     import json
-    import recycle_classifier.embed as embed, recycle_classifier.train as train
-    assert clean.DEFAULT_BODIES == (getattr(embed, 'DEFAULT_BODIES', None) or train.DEFAULT_BODIES)   # train's, wherever it lives
+    from recycle_classifier.features.embedder import default_embedder
     d = tmp_path/'data'
     shutil.copytree(SAMPLE, d)   # a copy: found in the cache by content
     r = run_cli('clean', 'suggest', d, '--out', tmp_path/'s.csv', '--json')   # the default cache: the one `train` used
@@ -293,6 +294,7 @@ def test_default_bodies_are_trains_and_read_its_cache(model_path, tmp_path):
         sg = suggest(d, model=model, folds=4)
         assert sg.cache == {'hits': 240, 'misses': 0} and model.name in sg.embedder
     with pytest.raises(UserError, match='--size'): suggest(d, model=model_path, size=96)
+    assert summary['embedder'] == f'{default_embedder().key} ImageNet'   # every stage's default embedder
 
 
 def test_cli_json_quiet_and_exit_codes(ds, tmp_path, features):

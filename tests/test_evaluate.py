@@ -8,31 +8,23 @@ import pytest
 import torch
 from PIL import Image
 from conftest import CLASSES, cli, run_cli
-from recycle_classifier.core import UserError, SAMPLE_DIR as SAMPLE
-from recycle_classifier.images import open_image
-from recycle_classifier.learner import load_learner
-from recycle_classifier.predictor import load_predictor
-from recycle_classifier.cam import (cam_layer, model_input, gradcam_maps, cam_at_input, grad_cam, cam_overlay,
-    explain_image, transform_box, input_box)
-from recycle_classifier.evaluate import (confusion_matrix, classification_metrics, most_confused, evaluate,
-    find_eval_set, html_report, write_report, LEGACY_WARNING)
+from recycle_classifier.base.core import UserError, SAMPLE_DIR as SAMPLE
+from recycle_classifier.base.images import open_image
+from recycle_classifier.formats.learner import load_learner
+from recycle_classifier.formats.predictor import load_predictor
+from recycle_classifier.formats.cam import (cam_layer, model_input, gradcam_maps, cam_at_input, grad_cam, cam_overlay, explain_image, transform_box, input_box)
+from recycle_classifier.metrics import confusion_matrix, classification_metrics, most_confused
+from recycle_classifier.evaluate.scoring import evaluate, find_eval_set, LEGACY_WARNING
+from recycle_classifier.evaluate.report import html_report, write_report
 
 PHOTOS = [sorted((SAMPLE/'valid'/c).glob('*.jpg'))[0] for c in ('glass', 'metal', 'trash')]
 
 
 @pytest.fixture(scope='module')
 def learn():
-    "A fastai `vision_learner` as Grad-CAM meets it: ImageNet MobileNetV2, centre crop, new head (no training needed)"
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, vision_learner
-    from torchvision.models import mobilenet_v2
-    from recycle_classifier.backbones import ARCHS, fetch_weights
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import SafePILImage
-    fetch_weights(ARCHS['mobilenet_v2'].weights)
-    dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
-                    splitter=GrandparentSplitter(), item_tfms=Resize(96)).dataloaders(SAMPLE, bs=8, num_workers=0)
-    torch.manual_seed(0)
-    return vision_learner(dls, mobilenet_v2, weights=ARCHS['mobilenet_v2'].weights)
+    "A fastai `vision_learner` as Grad-CAM meets it: the package's small model (ImageNet MobileNetV2, a seeded new head), untrained"
+    from recycle_classifier.testing import small_learner
+    return small_learner(epochs=0, bs=8)
 
 
 @pytest.fixture(scope='module')
@@ -249,8 +241,9 @@ def _export_recorded(data: Path, out: Path, splitter, record: bool = True) -> Pa
     "A small model over `data` (untrained: the choice of photos is under test, not accuracy), exported as training does"
     from torch import nn
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, Resize, Learner
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import SafePILImage, export_learner, training_record
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.data import SafePILImage
+    from recycle_classifier.formats.learner import export_learner, training_record
     dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
                     splitter=splitter, item_tfms=Resize(32, method='squish')).dataloaders(data, bs=16, num_workers=0)
     learn = Learner(dls, nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6)))

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from recycle_classifier.core import UserError, SAMPLE_DIR
-from recycle_classifier.layout import image_files, walk_dataset
-from recycle_classifier.images import open_image
+from recycle_classifier.base.core import UserError, SAMPLE_DIR
+from recycle_classifier.base.layout import image_files, walk_dataset
+from recycle_classifier.base.images import open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ['cardboard', 'glass', 'metal', 'paper', 'plastic']
@@ -28,8 +28,10 @@ def cli_here(*args):
 def base_pkl(tmp_path_factory):
     "A model of the default kind (frozen features, standardisation, MLP head) trained on 5 sample classes, exported"
     from fastai.vision.all import ImageDataLoaders, Resize, Learner, CrossEntropyLossFlat
-    from recycle_classifier.embed import FeatureCache, feature_model, standardise, get_embedder
-    from recycle_classifier.learner import export_learner
+    from recycle_classifier.features.cache import FeatureCache
+    from recycle_classifier.features.classifier import feature_model, standardise
+    from recycle_classifier.features.embedder import get_embedder
+    from recycle_classifier.formats.learner import export_learner
     tmp = tmp_path_factory.mktemp('base')
     for split in ('train', 'valid'):
         for c in BASE: shutil.copytree(SAMPLE_DIR/split/c, tmp/'data'/split/c)
@@ -47,7 +49,7 @@ def base_pkl(tmp_path_factory):
     dls = ImageDataLoaders.from_folder(tmp/'data', train='train', valid='valid', item_tfms=Resize(96, method='squish'),
                                        bs=16, num_workers=0)
     learn = Learner(dls, feature_model(emb, head.eval(), mean, std), loss_func=CrossEntropyLossFlat())
-    from recycle_classifier.protomodel import feature_stats   # what training records about its features
+    from recycle_classifier.formats.protomodel import feature_stats  # what training records about its features
     learn.recycle_meta = dict(embedder=emb.meta, views=['orig', 'flip'],
                               feature_stats=feature_stats(x.reshape(-1, 2, emb.dim), y[::2], BASE))
     return export_learner(learn, tmp/'models'/'base.pkl')
@@ -84,7 +86,7 @@ def test_extended_file_is_safetensors_with_metadata_and_a_base_reference(extende
     assert oct(out.stat().st_mode & 0o777) == '0o644'
 
 def test_predict_and_load_predictor_accept_the_extended_model(extended, base_pkl):
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.formats.predictor import load_predictor
     out = extended[0]
     rc, stdout, stderr = cli('predict', out, SAMPLE_DIR/'valid'/'trash', SAMPLE_DIR/'valid'/'glass', '--json')
     assert rc == 0, stderr
@@ -117,8 +119,8 @@ def test_bad_input_writes_nothing(extended, base_pkl, tmp_path):
     assert not out.exists() and not list(tmp_path.glob('.x.extended*'))
 
 def test_replace_remove_and_extend_again(extended, base_pkl, tmp_path):
-    from recycle_classifier.fewshot import extend
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.extend import extend
+    from recycle_classifier.formats.predictor import load_predictor
     two = extend(extended[0], 'pods', image_files(SAMPLE_DIR/'train'/'metal')[:4], tmp_path/'two.extended')
     p = load_predictor(two)
     assert p.classes == BASE + ['trash', 'pods'] and [a['photos'] for a in p.meta['added']] == [5, 4]
@@ -133,7 +135,7 @@ def test_replace_remove_and_extend_again(extended, base_pkl, tmp_path):
     with pytest.raises(UserError, match='no added classes left'): extend(one, remove='trash', out=tmp_path/'n.extended')
 
 def test_missing_or_changed_base_is_refused(extended, base_pkl, tmp_path):
-    from recycle_classifier.protomodel import ExtendedPredictor
+    from recycle_classifier.formats.protomodel import ExtendedPredictor
     shutil.copy(extended[0], tmp_path/'alone.extended')
     moved = base_pkl.with_name('moved.pkl'); base_pkl.rename(moved)
     try:
@@ -147,10 +149,10 @@ def test_missing_or_changed_base_is_refused(extended, base_pkl, tmp_path):
 def test_any_fastai_learner_can_be_extended(tmp_path):
     "A plain fastai vision_learner (body + fastai's head) extended through its own final layer"
     from fastai.vision.all import ImageDataLoaders, Resize, vision_learner
-    from recycle_classifier.backbones import efficientnet_lite0
-    from recycle_classifier.learner import export_learner
-    from recycle_classifier.fewshot import extend
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.features.backbones import efficientnet_lite0
+    from recycle_classifier.formats.learner import export_learner
+    from recycle_classifier.extend import extend
+    from recycle_classifier.formats.predictor import load_predictor
     d = tmp_path/'data'
     for c in ('glass', 'paper'): shutil.copytree(SAMPLE_DIR/'train'/c, d/c)
     dls = ImageDataLoaders.from_folder(d, valid_pct=.25, item_tfms=Resize(64), bs=8, num_workers=0)
@@ -165,19 +167,19 @@ def test_any_fastai_learner_can_be_extended(tmp_path):
     recs = p.predict(ims)
     assert all(set(r['probs']) == {'glass', 'paper', 'trash'} for r in recs)
     # an extended model is one nn.Module in a fastai Learner: the ONNX export takes it as it is
-    from recycle_classifier.onnx_export import export_onnx
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.formats.onnx_export import export_onnx
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     o = OnnxPredictor(export_onnx(p.learn, tmp_path/'fastai.onnx'))
     assert o.classes == ['glass', 'paper', 'trash']
     assert np.abs(o.predict_probs(ims) - p.predict_probs(ims)).max() < 1e-3
 
 def test_statistics_come_from_the_feature_cache_for_models_without_them(base_pkl, tmp_path):
     "A model exported without feature statistics: its training photos' cached features (found by hash) give them"
-    from recycle_classifier.embed import FeatureCache
-    from recycle_classifier.fileio import file_sha256
-    from recycle_classifier.learner import load_learner
-    from recycle_classifier.fewshot import stats_from_cache
-    from recycle_classifier.protomodel import head_site, read_feature_stats
+    from recycle_classifier.features.cache import FeatureCache
+    from recycle_classifier.base.fileio import file_sha256
+    from recycle_classifier.formats.learner import load_learner
+    from recycle_classifier.extend import stats_from_cache
+    from recycle_classifier.formats.protomodel import head_site, read_feature_stats
     learn = load_learner(base_pkl)
     cache = FeatureCache(base_pkl.parents[1]/'cache')
     _, head, _ = head_site(learn.model, 5)
@@ -193,8 +195,8 @@ def test_statistics_come_from_the_feature_cache_for_models_without_them(base_pkl
 
 def test_extended_runs_from_its_file_and_the_base_onnx_without_the_pickle(extended, base_pkl, tmp_path):
     "Copy only the .extended file and the base's .onnx to a new folder: predict gives the labels the learner gives, without fastai"
-    from recycle_classifier.onnx_export import export_onnx
-    from recycle_classifier.protomodel import ExtendedPredictor
+    from recycle_classifier.formats.onnx_export import export_onnx
+    from recycle_classifier.formats.protomodel import ExtendedPredictor
     (tmp_path/'export').mkdir()
     onnx = export_onnx(shutil.copy(base_pkl, tmp_path/'export'/'base.pkl'))   # the same bytes: the .onnx records the base's hash
     away = tmp_path/'elsewhere'

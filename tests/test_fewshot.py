@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from recycle_classifier import fewshot as fsl
-from recycle_classifier.core import UserError, SAMPLE_DIR
-from recycle_classifier.embed import get_embedder, Embedder
-from recycle_classifier.protomodel import FewShotPredictor, unit_features, prototypes
+from recycle_classifier.base.core import UserError, SAMPLE_DIR
+from recycle_classifier.features.embedder import get_embedder, Embedder
+from recycle_classifier.formats.protomodel import FewShotPredictor, unit_features, prototypes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash']
@@ -91,7 +91,7 @@ def test_calibration_flags_what_matches_nothing():
 
 # ------------------------------------------------------------------ saving
 def test_save_load_roundtrip_without_pickle_or_photos(model, sample, tmp_path):
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.formats.predictor import load_predictor
     p = model.save(tmp_path/'m.fewshot')
     with safe_open(str(p), framework='pt') as f:
         meta = json.loads(f.metadata()['fewshot'])
@@ -107,7 +107,7 @@ def test_save_load_roundtrip_without_pickle_or_photos(model, sample, tmp_path):
 
 def test_a_fine_tuned_body_saved_by_version_0_2_loads(sample, tmp_path):
     "Files with a learner's or fine-tuned body (`body.*` tensors) load it into the package's Embedder"
-    from recycle_classifier.protomodel import write_model, FEWSHOT_FORMAT
+    from recycle_classifier.formats.protomodel import write_model, FEWSHOT_FORMAT
     e = Embedder('efficientnet_lite0', 96, engine='torch-fp32')
     with torch.no_grad(): e.net.body[-1][0].weight.mul_(1.5)   # a changed last block
     z = unit_features(e, sample[0][:6])

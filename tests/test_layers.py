@@ -1,82 +1,52 @@
-"""Layers that only look down, checked: every import between the package's modules (at the top of a module or
-inside a function) must go to a lower layer of the table in docs/ARCHITECTURE.md, or to a module of the same
-numbered layer listed above it; a stage never imports another stage (its own parts, `scrape_*` for `scrape`,
-excepted); `cli` and `demo` may import anything. The table is the one source: a module it does not list fails."""
-import ast, re
+"""Layers that only look down, checked (the rules and their demonstration: nbs/96_layers.ipynb): every import between
+the package's modules must go to a lower layer of the table in docs/ARCHITECTURE.md, or to a module of the same layer
+(or room) listed above it; a stage never imports another stage. The table is the one source: a module it does not
+list fails, and the notebook numbers follow its order."""
+import re
 from pathlib import Path
 import pytest
+from recycle_classifier.layers import layer_table, module_sources, violations
 
 ROOT = Path(__file__).resolve().parents[1]
-PKG = ROOT/'recycle_classifier'
-# imports that still go sideways or up, each to be moved in "Rooms by role" (issue 25); the list may only shrink
-KNOWN = {('learner', 'cam'): "LearnerPredictor.explain draws Grad-CAM: the .pkl predictor belongs above cam",
-         ('scale', 'train'): "distributed fine-tuning and embed's flags reuse train's parts: they belong below both"}
-
-
-def layer_table(text: str) -> dict:
-    "{module: (rank, position, layer)} from the table's rows `| layer | `module` (notebook) | ... |`"
-    ranks = {'stage': 10, 'top': 20, 'test': 0}
-    table = {}
-    for line in text.splitlines():
-        m = re.match(r'\|\s*(\d+|stage|top|test)\s*\|\s*`(\w+)`', line)
-        if not m: continue
-        layer, name = m.groups()
-        table[name] = (int(layer) if layer.isdigit() else ranks[layer], len(table), layer)
-        for part in re.findall(r'`(scrape_\w+)`', line): table[part] = (ranks['stage'], len(table), 'scrape')
-    return table
-
-
-def package_imports(source: str) -> set:
-    "The package modules `source` imports, anywhere in it"
-    found = set()
-    for n in ast.walk(ast.parse(source)):
-        if isinstance(n, ast.ImportFrom):
-            if n.level == 1 and n.module: found.add(n.module.split('.')[0])
-            elif n.level == 0 and n.module and n.module.startswith('recycle_classifier.'): found.add(n.module.split('.')[1])
-        elif isinstance(n, ast.Import):
-            found.update(a.name.split('.')[1] for a in n.names if a.name.startswith('recycle_classifier.'))
-    return found
-
-
-def violations(table: dict, sources: dict) -> list:
-    "(module, imported, why) for every import the layer rules forbid"
-    bad = []
-    for mod, src in sorted(sources.items()):
-        if mod not in table: bad.append((mod, None, 'not in the layer table')); continue
-        rank, pos, layer = table[mod]
-        for dep in sorted(package_imports(src) - {mod}):
-            if dep not in table: bad.append((mod, dep, 'imports a module the table does not list')); continue
-            drank, dpos, dlayer = table[dep]
-            if layer in ('top',): continue
-            same_family = layer == 'stage' and dlayer == 'scrape' and mod.startswith('scrape') or layer == dlayer == 'scrape'
-            if layer == 'test': ok = drank == 0 and dlayer != 'test'
-            elif layer in ('stage', 'scrape') and dlayer in ('stage', 'scrape', 'top'): ok = same_family and (dlayer == 'scrape')
-            else: ok = drank < rank or (drank == rank and dpos < pos)
-            if not ok: bad.append((mod, dep, f'{layer} imports {dlayer}'))
-    return bad
 
 
 @pytest.fixture(scope='module')
 def table(): return layer_table((ROOT/'docs'/'ARCHITECTURE.md').read_text())
 
 
-def test_every_module_is_in_the_table(table):
-    mods = {p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_')}
-    assert mods - set(table) == set(), f'modules missing from docs/ARCHITECTURE.md: {sorted(mods - set(table))}'
-    assert set(table) - mods == set(), f'the table lists modules that do not exist: {sorted(set(table) - mods)}'
+@pytest.fixture(scope='module')
+def sources(): return module_sources(ROOT/'recycle_classifier')
 
 
-def test_imports_only_look_down(table):
-    sources = {p.stem: p.read_text() for p in PKG.glob('*.py') if not p.stem.startswith('_')}
-    bad = [(m, d, why) for m, d, why in violations(table, sources) if (m, d) not in KNOWN]
+def test_every_module_is_in_the_table(table, sources):
+    assert set(sources) - set(table) == set(), f'modules missing from docs/ARCHITECTURE.md: {sorted(set(sources) - set(table))}'
+    assert set(table) - set(sources) == set(), f'the table lists modules that do not exist: {sorted(set(table) - set(sources))}'
+
+
+def test_imports_only_look_down(table, sources):
+    bad = violations(table, sources)
     assert not bad, 'imports against the layers:\n' + '\n'.join(f'  {m} -> {d}: {why}' for m, d, why in bad)
-    still = {(m, d) for m, d, _ in violations(table, sources)}
-    assert set(KNOWN) <= still, f'fixed, so take them off KNOWN: {sorted(set(KNOWN) - still)}'
+
+
+def test_notebooks_follow_the_table(table):
+    "Each row names the notebook that exports the module, and notebook numbers grow down the table"
+    numbers = []
+    for mod, (_, _, _, nb) in table.items():
+        path = ROOT/'nbs'/f'{nb}.ipynb'
+        assert path.exists(), f'{mod}: no notebook {path.name}'
+        assert re.search(rf'#\|\s*default_exp\s+{re.escape(mod)}\b', path.read_text()), f'{path.name} does not export {mod}'
+        numbers.append(int(re.match(r'\d+', nb).group()))
+    assert numbers == sorted(numbers), 'notebook numbers out of layer order'
 
 
 def test_the_check_fails_on_an_upward_or_sideways_import(table):
-    "The rule is not vacuous: a primitive importing a stage, or one stage another, is caught"
-    sources = {'layout': 'from .train import train\n', 'evaluate': 'def f():\n    from recycle_classifier.clean import suggest\n',
-               'images': 'from .core import UserError\n', 'cli': 'from .train import train\n'}
+    "The rule is not vacuous: a primitive importing a stage, one stage another, or a room's part importing a later part"
+    sources = {'base.layout': 'from ..train.run import train\n',
+               'evaluate.scoring': 'def f():\n    from recycle_classifier.clean.scores import suggest\n',
+               'clean.scores': 'from .journal import journal_path\n',
+               'clean.journal': 'from .scores import suggest\n',
+               'base.images': 'from .core import UserError\n', 'cli': 'from .train.run import train\n',
+               'testing': 'from .data import SafePILImage\n', 'data': 'from .testing import small_learner\n'}
     got = {(m, d) for m, d, _ in violations(table, sources)}
-    assert got == {('layout', 'train'), ('evaluate', 'clean')}
+    assert got == {('base.layout', 'train.run'), ('evaluate.scoring', 'clean.scores'), ('clean.scores', 'clean.journal'),
+                   ('data', 'testing')}

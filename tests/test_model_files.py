@@ -38,7 +38,7 @@ def test_onnx_describes_itself_without_the_trainers_folders(model_path):
 
 def test_onnx_predictor_reads_the_training_record_from_the_json(model_path):
     "evaluate never scores training photos: the record it needs comes from the .json of the same export"
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     p = OnnxPredictor(model_path.with_suffix('.onnx'))
     assert len(p.meta['valid_items']) == 60 and len(p.meta['train_sha256']) == 180 and p.meta['trained_on'] == str(SAMPLE)
 
@@ -60,8 +60,8 @@ def test_pkl_runs_its_onnx_twin_without_torch(model_path):
 def test_a_twin_that_is_not_its_own_is_not_used(model_path, tmp_path):
     "An .onnx beside the .pkl that does not record its hash (another export, an older file): fastai, with a one-line note"
     import shutil, onnx
-    from recycle_classifier.onnx_export import write_meta
-    from recycle_classifier.onnx_predict import read_meta
+    from recycle_classifier.formats.onnx_export import write_meta
+    from recycle_classifier.formats.onnx_predict import read_meta
     pkl = shutil.copy(model_path, tmp_path/'m.pkl')
     shutil.copy(model_path.with_suffix('.onnx'), tmp_path/'m.onnx')
     write_meta(tmp_path/'m.onnx', dict(read_meta(tmp_path/'m.onnx'), source=None))
@@ -77,14 +77,14 @@ def test_a_twin_that_is_not_its_own_is_not_used(model_path, tmp_path):
     # `export` writes the twin again, which then records this .pkl
     r = run_cli('export', pkl, '--quiet')
     assert r.returncode == 0 and r.stdout.strip() == f'wrote {pkl.with_suffix(".onnx")}' and r.stderr == '', r.stderr
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.formats.predictor import load_predictor
     assert type(load_predictor(pkl)).__name__ == 'TwinPredictor'
     assert type(load_predictor(pkl, need_learner=True)).__name__ == 'LearnerPredictor'
 
 
 def test_gradcam_still_gets_the_learner(model_path, tmp_path):
     "explain (and evaluate's heatmaps) on a .pkl with its twin: the learner is loaded when Grad-CAM asks for it"
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.formats.predictor import load_predictor
     pred = load_predictor(model_path)
     assert type(pred).__name__ == 'TwinPredictor' and pred._learn is None
     assert list(pred.learn.dls.vocab) == pred.classes

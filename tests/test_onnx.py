@@ -14,9 +14,9 @@ def small_learner(method: str, size: int = 64):
     from torch import nn
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, Learner, Normalize
     from fastai.losses import CrossEntropyLossFlat
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.learner import SafePILImage
-    from recycle_classifier.embed import frozen_body
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.data import SafePILImage
+    from recycle_classifier.features.embedder import frozen_body
     from fastai.torch_core import set_seed
     set_seed(0, reproducible=True)   # the same small model every run: the int8 checks below compare near-tied photos
     body, stats, _ = frozen_body('efficientnet_lite0')
@@ -33,8 +33,8 @@ def small_learner(method: str, size: int = 64):
 @pytest.fixture(scope='module', params=['crop', 'squish'])
 def exported(request, tmp_path_factory):
     "(model.pkl, model.onnx) for a crop or a squish learner"
-    from recycle_classifier.learner import export_learner
-    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.formats.learner import export_learner
+    from recycle_classifier.formats.onnx_export import export_onnx
     d = tmp_path_factory.mktemp(request.param)
     pkl = export_learner(small_learner(request.param), d/'model.pkl')
     return pkl, export_onnx(pkl)
@@ -46,9 +46,9 @@ RUNTIMES = ['onnxruntime'] + (['openvino'] if importlib.util.find_spec('openvino
 @pytest.mark.parametrize('runtime', RUNTIMES)
 def test_onnx_gives_fastais_probabilities(exported, runtime):
     "Batched (several photos at once, one per core) and one at a time, with each installed runtime"
-    from recycle_classifier.predictor import load_predictor
-    from recycle_classifier.onnx_predict import OnnxPredictor
-    from recycle_classifier.layout import image_files
+    from recycle_classifier.formats.predictor import load_predictor
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
+    from recycle_classifier.base.layout import image_files
     pkl, onnx = exported
     fastai, ours = load_predictor(pkl, need_learner=True), OnnxPredictor(onnx, runtime=runtime)
     assert (fastai.kind, ours.kind, ours.meta['runtime']) == ('classifier', 'onnx', runtime) and ours.classes == fastai.classes
@@ -107,7 +107,7 @@ def test_bad_onnx_files_are_one_error_line(exported, tmp_path):
 def test_export_command_with_quantisation(exported, tmp_path):
     import shutil
     if exported[0].parent.name.startswith('squish'): pytest.skip('the crop model covers quantisation (it does not depend on the resize)')
-    from recycle_classifier.onnx_predict import OnnxPredictor
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
     pkl = shutil.copy(exported[0], tmp_path/'m.pkl')
     r = cli('export', pkl, '--onnx', '--quantize')
     assert r.returncode == 0, r.stderr
@@ -124,10 +124,10 @@ def test_export_command_with_quantisation(exported, tmp_path):
 def test_chunked_calibration_keeps_the_percentile_ranges(exported, tmp_path):
     "Calibrating two photos at a time (bounded memory) gives the int8 model that calibrating all at once gives, within the histograms' merging"
     if exported[0].parent.name.startswith('squish'): pytest.skip('the crop model covers quantisation')
-    from recycle_classifier.onnx_export import quantize_onnx
-    from recycle_classifier.onnx_predict import OnnxPredictor
-    from recycle_classifier.layout import image_files
-    from recycle_classifier.images import open_image
+    from recycle_classifier.formats.onnx_export import quantize_onnx
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
+    from recycle_classifier.base.layout import image_files
+    from recycle_classifier.base.images import open_image
     onnx = exported[1]
     chunked, whole = (OnnxPredictor(quantize_onnx(onnx, tmp_path/f'{n}.int8.onnx', chunk=n)) for n in (2, 48))
     a, b = chunked.meta['quantization'], whole.meta['quantization']

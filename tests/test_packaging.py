@@ -49,7 +49,7 @@ def test_wheel_ships_its_files(wheel):
 
 
 def test_installed_package_is_the_wheel(venv, tmp_path):
-    code = 'import recycle_classifier, recycle_classifier.core as c; print(recycle_classifier.__file__); print(c.SAMPLE_DIR.exists())'
+    code = 'import recycle_classifier, recycle_classifier.base.core as c; print(recycle_classifier.__file__); print(c.SAMPLE_DIR.exists())'
     r = subprocess.run([venv/'bin'/'python', '-c', code], cwd=tmp_path, capture_output=True, text=True)
     where, sample = r.stdout.split()
     assert str(venv) in where and str(ROOT) not in where, where

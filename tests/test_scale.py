@@ -5,11 +5,12 @@ export is a normal one, and a GPU that is not there is one clear line."""
 import json, os, shutil, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
-from recycle_classifier.core import SAMPLE_DIR
-from recycle_classifier.fileio import read_jsonl
-from recycle_classifier.layout import image_files
-from recycle_classifier.predictor import load_predictor
-from recycle_classifier.scale import embed_ray, predict_ray, read_records
+from recycle_classifier.base.core import SAMPLE_DIR
+from recycle_classifier.base.fileio import read_jsonl
+from recycle_classifier.base.layout import image_files
+from recycle_classifier.formats.predictor import load_predictor
+from recycle_classifier.batch.embed import embed_ray
+from recycle_classifier.batch.predict import predict_ray, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,8 @@ def tiny_model(path):
     "A tiny exported learner on the sample (32 px): real fastai inference in a second, no training"
     from torch import nn
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, parent_label, GrandparentSplitter, Resize, Learner
-    from recycle_classifier.learner import SafePILImage, export_learner
+    from recycle_classifier.data import SafePILImage
+    from recycle_classifier.formats.learner import export_learner
     dls = DataBlock(blocks=(ImageBlock(cls=SafePILImage), CategoryBlock), get_items=image_files, get_y=parent_label,
                     splitter=GrandparentSplitter(), item_tfms=Resize(32, method='squish')).dataloaders(SAMPLE_DIR, bs=16)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6))
@@ -37,7 +39,7 @@ def photos(tmp_path_factory):
     listing = d/'photos.txt'
     listing.write_text(f'# the sample, then the bad files\n{SAMPLE_DIR/"valid"}\n\n{bad}\n')
     files = good + sorted(bad.iterdir())
-    from recycle_classifier.onnx_export import export_onnx
+    from recycle_classifier.formats.onnx_export import export_onnx
     pkl = tiny_model(d/'tiny.pkl')
     return dict(dir=d, listing=listing, files=files, model=export_onnx(pkl), pkl=pkl)   # ONNX: what actors are meant to run
 
@@ -121,8 +123,9 @@ def test_records_equal_plain_predict(photos, local_ray, tmp_path, suffix, model)
 def test_embed_ray_fills_the_cache_train_reads(photos, local_ray, tmp_path):
     "Two actors fill the feature cache: exactly the features the plain cache path computes, and `train` embeds nothing"
     import numpy as np
-    from recycle_classifier.embed import VIEWS, FeatureCache, get_embedder
-    from recycle_classifier.train import train
+    from recycle_classifier.features.embedder import VIEWS, get_embedder
+    from recycle_classifier.features.cache import FeatureCache
+    from recycle_classifier.train.run import train
     spec, cache = 'mobilenet_v2@64', tmp_path/'cache'
     r = embed_ray([SAMPLE_DIR, photos['dir']/'bad'], bodies=spec, cache_dir=cache, actors=2, batch_size=16, progress=False)
     files = image_files(SAMPLE_DIR)
@@ -152,8 +155,8 @@ def test_train_device(tmp_path, capsys):
 def test_missing_ray_says_how_to_install(photos, tmp_path):
     "Without Ray installed, one line that says what to install"
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from recycle_classifier.scale import predict_ray\n"
-            "from recycle_classifier.core import UserError\n"
+            "from recycle_classifier.batch.predict import predict_ray\n"
+            "from recycle_classifier.base.core import UserError\n"
             f"try: predict_ray({str(photos['model'])!r}, [{str(photos['listing'])!r}], {str(tmp_path/'p.jsonl')!r})\n"
             "except UserError as e: print(e)")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
@@ -162,12 +165,12 @@ def test_missing_ray_says_how_to_install(photos, tmp_path):
 
 def test_two_process_training_is_a_normal_export(tmp_path):
     "`accelerate launch` with two CPU processes (gloo) on the sample: an export load_learner loads and predicts with"
-    from recycle_classifier.learner import load_learner
+    from recycle_classifier.formats.learner import load_learner
     out = tmp_path/'dist.pkl'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     r = subprocess.run([str(Path(sys.executable).parent/'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2',
                         '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29617',
-                        '-m', 'recycle_classifier.scale', 'train-distributed', str(SAMPLE_DIR), '--out', str(out),
+                        '-m', 'recycle_classifier.train.distributed', 'train-distributed', str(SAMPLE_DIR), '--out', str(out),
                         '--arch', 'mobilenet_v2', '--size', '64', '--epochs', '1', '--freeze-epochs', '0', '--device', 'cpu'],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

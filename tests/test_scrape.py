@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from recycle_classifier.core import SAMPLE_DIR, UserError
-from recycle_classifier.layout import image_files
-from recycle_classifier.scrape_config import ENV_SEARCH_URL, ENV_TIMEOUT, MANIFEST, load_classes
-from recycle_classifier.scrape_search import SearchError, search_image_urls
-from recycle_classifier.scrape_download import fetch
-from recycle_classifier.scrape_verify import verify, PhotoIndex, Known
-from recycle_classifier.scrape_manifest import Manifest, read_manifest, save_new
-from recycle_classifier.scrape_run import scrape, format_summary, class_line, MAX_FAILED_RUNS
+from recycle_classifier.base.core import SAMPLE_DIR, UserError
+from recycle_classifier.base.layout import image_files
+from recycle_classifier.scrape.config import ENV_SEARCH_URL, ENV_TIMEOUT, MANIFEST, load_classes
+from recycle_classifier.scrape.search import SearchError, search_image_urls
+from recycle_classifier.scrape.download import fetch
+from recycle_classifier.scrape.verify import verify, PhotoIndex, Known
+from recycle_classifier.scrape.manifest import Manifest, read_manifest, save_new
+from recycle_classifier.scrape.run import scrape
+from recycle_classifier.scrape.report import class_line, format_summary, MAX_FAILED_RUNS
 from recycle_classifier.testing import LocalImageSearch, HANG, hostile_results, jpeg_bytes, resized
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def _cli_knows_scrape() -> bool:
 def _fallback_main(argv=None) -> int:
     "The main CLI's handling, for a `recycle_classifier.cli` that does not have `scrape` yet"
     import argparse
-    from recycle_classifier.scrape import add_command
+    from recycle_classifier.scrape.cli import add_command
     p = argparse.ArgumentParser(prog='recycle-classifier')
     add_command(p.add_subparsers(dest='cmd', required=True))
     a = p.parse_args(argv)
@@ -47,8 +48,8 @@ else:  # until cli.py calls scrape.add_command: the same parser and error handli
     cli_main = _fallback_main
     CLI = [sys.executable, '-c', """
 import argparse, sys
-from recycle_classifier.core import UserError
-from recycle_classifier.scrape import add_command
+from recycle_classifier.base.core import UserError
+from recycle_classifier.scrape.cli import add_command
 p = argparse.ArgumentParser(prog='recycle-classifier'); add_command(p.add_subparsers(dest='cmd', required=True))
 a = p.parse_args()
 try: sys.exit(a.func(a))

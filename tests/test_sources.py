@@ -42,7 +42,7 @@ def test_train_merges_sources_through_the_map_and_records_them(two_source_model)
     assert meta['sources']['trashnet-sample']['valid'] == {'glass': 10, 'paper': 10}
     assert {r['source'] for r in meta['valid_items']} == {'trashnet-sample', 'web'}
     assert meta['class_map']['green-glass'] == 'glass'
-    from recycle_classifier.learner import load_learner
+    from recycle_classifier.formats.learner import load_learner
     learn = load_learner(out)
     assert learn.dls.vocab == ['glass', 'paper']
 

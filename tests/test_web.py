@@ -107,13 +107,13 @@ def photos():
 @pytest.fixture(scope='module')
 def predicted(site, photos):
     "`predict`'s records for `photos`, from the ONNX file in the folder: {file name: record}"
-    from recycle_classifier.predictor import load_predictor
+    from recycle_classifier.formats.predictor import load_predictor
     return {Path(r['path']).name: r for r in load_predictor(site/'model.onnx').predict_paths(photos)}
 
 
 def test_folder_and_config(site, model_path):
-    from recycle_classifier.app import DEFAULT_THRESHOLD
-    from recycle_classifier.onnx_predict import read_meta
+    from recycle_classifier.rules import DEFAULT_THRESHOLD
+    from recycle_classifier.formats.onnx_predict import read_meta
     cfg = json.loads((site/'config.json').read_text())
     meta = read_meta(Path(model_path).with_suffix('.onnx'))
     assert cfg['classes'] == meta['classes'] and cfg['preprocess'] == meta['preprocess']
@@ -161,7 +161,8 @@ def test_page_gives_predicts_labels_and_an_error_card(site, browser, photos, pre
 
 def test_page_texts(site, browser, photos, predicted):
     "The headline, the bin and the advice say what the Voilà app says for the same prediction"
-    from recycle_classifier.app import Prediction, load_guidelines, verdict, DEFAULT_GUIDELINES
+    from recycle_classifier.app.verdict import Prediction, verdict
+    from recycle_classifier.rules import load_guidelines, DEFAULT_GUIDELINES
     rules = load_guidelines(DEFAULT_GUIDELINES)
     with StaticServer(site) as url:
         context = browser.new_context()
@@ -187,8 +188,8 @@ def test_page_texts(site, browser, photos, predicted):
 def test_resize_and_decoding_match_the_predictor(site, browser, tmp_path):
     "resize.js gives the predictor's pixels bit for bit (every method and filter), and the browser decodes as Pillow does"
     from PIL import Image
-    from recycle_classifier.images import open_image
-    from recycle_classifier.onnx_predict import fastai_resize
+    from recycle_classifier.base.images import open_image
+    from recycle_classifier.formats.onnx_predict import fastai_resize
     rng = np.random.default_rng(0)
     cases = []
     for (w, h) in [(97, 61), (61, 97), (300, 40), (64, 64)]:
@@ -301,7 +302,7 @@ def test_export_web_errors(model_path, tmp_path, monkeypatch):
         assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert (mine/'notes.txt').read_text() == 'keep me' and sorted(p.name for p in mine.iterdir()) == ['notes.txt']
     assert not any(p.name.startswith('.') for p in tmp_path.iterdir())
-    import recycle_classifier.web as web
+    import recycle_classifier.app.web as web
     monkeypatch.setattr(web, 'ORT_DIR', tmp_path/'no-runtime')
     r = run_cli('export', model_path, '--web', tmp_path/'d')
     assert r.returncode == 2 and 'ONNX Runtime Web is missing' in r.stderr and 'make install' in r.stderr, r.stderr
@@ -310,7 +311,7 @@ def test_export_web_errors(model_path, tmp_path, monkeypatch):
 
 def test_wheel_ships_the_runtime(tmp_path):
     "A wheel built after `make install` carries the page and ONNX Runtime Web, so `export --web` works from it"
-    from recycle_classifier.web import ORT_FILES, PAGE_FILES
+    from recycle_classifier.app.web import ORT_FILES, PAGE_FILES
     r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', tmp_path, ROOT],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -2,8 +2,7 @@
 import functools, http.server, threading
 import pytest
 import torch
-from recycle_classifier.backbones import (ARCHS, WeightsUnavailable, bundled_checkpoint, checkpoint_name,
-                                          fetch_weights, hub_checkpoint, resolve_arch)
+from recycle_classifier.features.backbones import (ARCHS, WeightsUnavailable, bundled_checkpoint, checkpoint_name, fetch_weights, hub_checkpoint, resolve_arch)
 
 W = ARCHS['mobilenet_v2'].weights
 

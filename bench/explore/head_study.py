@@ -10,8 +10,11 @@ import json, sys, time, statistics
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
-from recycle_classifier.train import training_split, make_head, head_probs, FEATURE_DEFAULTS as D
-from recycle_classifier.embed import get_embedder, FeatureCache, standardise
+from recycle_classifier.train.settings import training_split, FEATURE_DEFAULTS as D
+from recycle_classifier.train.head import make_head, head_probs
+from recycle_classifier.features.embedder import get_embedder
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.features.classifier import standardise
 from fastai.vision.all import parent_label
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import json, sys, tempfile, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 warnings.filterwarnings('ignore')
-from recycle_classifier.learner import load_learner
-from recycle_classifier.onnx_export import export_onnx, quantize_onnx, compare, labelled_photos
-from recycle_classifier.onnx_predict import OnnxPredictor
+from recycle_classifier.formats.learner import load_learner
+from recycle_classifier.formats.onnx_export import export_onnx, quantize_onnx, compare, labelled_photos
+from recycle_classifier.formats.onnx_predict import OnnxPredictor
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent/'shared'/'datasets'/'trashnet'

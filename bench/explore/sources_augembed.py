@@ -27,8 +27,8 @@ import numpy as np, torch, torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 torch.set_num_threads(1)
-from recycle_classifier.embed import get_embedder, DEFAULT_BODIES
-from recycle_classifier.images import open_images
+from recycle_classifier.features.embedder import get_embedder, DEFAULT_BODIES
+from recycle_classifier.base.images import open_images
 
 OUT = Path('/work/cache/augviews'); NPZ = '/work/cache/sources-default.npz'
 SIX = ['cardboard', 'glass', 'metal', 'paper', 'plastic', 'trash']

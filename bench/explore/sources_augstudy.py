@@ -1,6 +1,6 @@
 """Issue 23, session 2026-12-03: do training-time augmented views help leave-one-source-out (LOSO)?
 
-Heads are the package's own `recycle_classifier.head.fit_head` with the default recipe (`FEATURE_DEFAULTS`: 40 epochs,
+Heads are the package's own `recycle_classifier.train.head.fit_head` with the default recipe (`FEATURE_DEFAULTS`: 40 epochs,
 class-balanced, power 0.5, standardisation, MLP 512, dropout 0.5/0.5, label smoothing 0.1), trained on the SAME
 subset of photos (`sources_augembed.subset`: TrashNet train up to 150 a class = 841 photos; garbage12 six classes
 150 a mapped class = 900 photos) with and without the augmented views that `sources_augembed.py` cached under
@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
-from recycle_classifier.embed import standardise, power_features
-from recycle_classifier.head import fit_head
-from recycle_classifier.train import FEATURE_DEFAULTS as D
+from recycle_classifier.features.classifier import standardise, power_features
+from recycle_classifier.train.head import fit_head
+from recycle_classifier.train.settings import FEATURE_DEFAULTS as D
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sources_augembed import subset, OUT as AUGDIR, NPZ
 

@@ -4,9 +4,10 @@ and extra views for the sources study; see sources_study.py. Arrays go to /work/
 import argparse, itertools, sys, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
-from recycle_classifier.embed import get_embedder, FeatureCache
-from recycle_classifier.train import DEFAULT_BODIES
-from recycle_classifier.images import open_images
+from recycle_classifier.features.embedder import get_embedder
+from recycle_classifier.features.cache import FeatureCache
+from recycle_classifier.features.embedder import DEFAULT_BODIES
+from recycle_classifier.base.images import open_images
 
 TN = Path('/work/shared/datasets/trashnet'); G12 = Path('/work/shared/datasets/garbage12')
 EXT = {'.jpg', '.jpeg', '.png', '.webp', '.bmp'}
@@ -77,7 +78,7 @@ def prog(batches, src, t0):
 
 def snapshot(out, cache_dir):
     "Save the stacked arrays of every photo whose orig and flip features are in the cache now (no embedding)"
-    from recycle_classifier.fileio import file_sha256
+    from recycle_classifier.base.fileio import file_sha256
     emb = get_embedder(DEFAULT_BODIES); cache = FeatureCache(cache_dir); rows, feats, kept = listing(), [], []
     for r in rows:
         sha = file_sha256(r[0])

@@ -14,10 +14,9 @@ import argparse, hashlib, json, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
-from recycle_classifier.embed import standardise, power_features
-from recycle_classifier.train import FEATURE_DEFAULTS as D
-try: from recycle_classifier.head import make_head, training_forward, fit_head, head_probs   # the head's own module (issue 23 refactor)
-except ImportError: from recycle_classifier.train import make_head, training_forward, fit_head, head_probs
+from recycle_classifier.features.classifier import standardise, power_features
+from recycle_classifier.train.settings import FEATURE_DEFAULTS as D
+from recycle_classifier.train.head import make_head, training_forward, fit_head, head_probs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent/'results'/'sources-study.jsonl'
