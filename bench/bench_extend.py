@@ -5,13 +5,13 @@ standardised square roots of the cached features of the default bodies, both vie
 the held-out class is added from K = 1, 5, 10, 20 of its train photos (20 random draws each); everything is
 scored on the valid split: novel-class recall, base-class accuracy (and its drop against the 5-class model),
 overall accuracy on all 6 classes, and the false-novel rate (base photos called the new class). Methods: the
-package's `fewshot.fit_row` (a logistic regression against samples of the base classes' feature statistics,
+package's `extend.fit_row` (a logistic regression against samples of the base classes' feature statistics,
 `protomodel.feature_stats`), the imprinting it falls back to for models without statistics, the plain prototype
 model, and a re-train of the head with the K photos (the default recipe again), as references.
 
 `--select` runs the same protocol inside the train split only (heads on 75% of each base class's train photos,
 scored on the other 25% and on the held-out class's train photos that are not in the support pool), over a grid
-of the method's settings: that is how `fewshot.LAM` and `fewshot.BIAS_SHIFT` were chosen, never on valid.
+of the method's settings: that is how `extend.LAM` and `extend.BIAS_SHIFT` were chosen, never on valid.
 
 Features come from the package's FeatureCache (computed once, shared with the other stages and benchmarks).
 Results: bench/results/extend.jsonl and bench/results/extend.md (the table), extend-select.md (the selection).
@@ -34,7 +34,7 @@ from recycle_classifier.base.layout import walk_dataset  # noqa: E402
 from recycle_classifier.train.head import fit_head
 from recycle_classifier.train.settings import FEATURE_DEFAULTS  # noqa: E402
 from recycle_classifier.formats.protomodel import feature_stats, read_feature_stats  # noqa: E402
-from recycle_classifier import fewshot  # noqa: E402
+from recycle_classifier import extend  # noqa: E402
 
 TRASHNET = Path(os.environ.get('TRASHNET', ROOT.parent/'shared'/'datasets'/'trashnet'))
 SPEC = os.environ.get('EXTEND_BENCH_SPEC', 'efficientnet_lite0@384+mobilenet_v2@320')
@@ -79,10 +79,10 @@ def unit(f):
 
 def row_methods(grid=None):
     "name -> f(support features, head, stats) -> (w, b): the package's method (or a grid of its settings) and imprinting"
-    if grid: return {f'logistic lam {lam:g} shift {sh:+g}': (lambda xs, h, st, lam=lam, sh=sh: fewshot.fit_row(xs, h, AT, *st, lam=lam, shift=sh))
+    if grid: return {f'logistic lam {lam:g} shift {sh:+g}': (lambda xs, h, st, lam=lam, sh=sh: extend.fit_row(xs, h, AT, *st, lam=lam, shift=sh))
                      for lam, sh in grid}
-    return {'logistic (package)': lambda xs, h, st: fewshot.fit_row(xs, h, AT, *st),
-            'imprint (fallback)': lambda xs, h, st: fewshot.imprint(xs, h, AT)}
+    return {'logistic (package)': lambda xs, h, st: extend.fit_row(xs, h, AT, *st),
+            'imprint (fallback)': lambda xs, h, st: extend.imprint(xs, h, AT)}
 
 def run_fold(feats, y, split, novel, ks, draws, retrain_draws, inner=None, grid=None, seed=0, retrain_ks=None):
     "Every method's scores for one held-out class: {(method, K): [score dicts, one per draw]}"
@@ -170,10 +170,10 @@ def timing(repeats=5):
     files = list(valid_files)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
-    fewshot.extend(pkl, 'cold', list(rng.choice(files, 5, replace=False)), tmp/'cold.extended')
+    extend.extend(pkl, 'cold', list(rng.choice(files, 5, replace=False)), tmp/'cold.extended')
     cold = time.perf_counter() - t
     t = time.perf_counter()
-    ext = fewshot.Extension(pkl)
+    ext = extend.Extension(pkl)
     load = time.perf_counter() - t
     warm, parts = [], []
     for r in range(repeats + 1):
@@ -183,7 +183,7 @@ def timing(repeats=5):
         t1 = time.perf_counter()
         feats5 = ext.features([im for _, im in ok])
         t2 = time.perf_counter()
-        fewshot.fit_row(feats5, ext.head, ext.at, *ext.stats)
+        extend.fit_row(feats5, ext.head, ext.at, *ext.stats)
         t3 = time.perf_counter()
         ext.add(f'new{r}', [im for _, im in ok]).save(tmp/'warm.extended')
         t4 = time.perf_counter()
@@ -239,7 +239,7 @@ def select(feats, y, split, names, draws=5, max_drop=2.0):
     if best: (OUT/'extend-select.json').write_text(json.dumps(dict(zip(('lam', 'shift'), GRID[[m for m in row_methods(GRID)].index(best)]))))
 
 SELECT_NOTES = """
-Selection of `fewshot.LAM` and `fewshot.BIAS_SHIFT` on TrashNet's train split only (Thung & Yang 2016, MIT license):
+Selection of `extend.LAM` and `extend.BIAS_SHIFT` on TrashNet's train split only (Thung & Yang 2016, MIT license):
 for each held-out class, the default recipe's head is trained on 75% of each base class's train photos; the new
 class is added from 5 of half of its train photos ({draws} draws); scores on the other 25% of the base photos and
 the other half of the new class's photos. The valid split is not used.
@@ -289,7 +289,7 @@ def merge(parts, ks):
     print(md)
     hp = {k: FEATURE_DEFAULTS[k] for k in ('hidden', 'in_drop', 'drop', 'epochs', 'lr', 'wd', 'label_smoothing')}
     info = dict(spec=SPEC, views=list(VIEWS), draws=draws, retrain_draws=rdraws, head=f'train.fit_head, defaults {hp}',
-                lam=fewshot.LAM, shift=fewshot.BIAS_SHIFT, per=fewshot.PER_CLASS,
+                lam=extend.LAM, shift=extend.BIAS_SHIFT, per=extend.PER_CLASS,
                 host=platform.node(), torch=torch.__version__, time=time.strftime('%Y-%m-%d %H:%M:%S'))
     with open(OUT/'extend.jsonl', 'a') as f:
         for (m, k), r in sorted(res.items()): f.write(json.dumps(dict(info, method=m, k=k, **r)) + '\n')
@@ -306,12 +306,12 @@ valid photos of the 6 classes; novel recall: held-out photos called the new clas
 photos classified right in the 6-way model; base drop: the 5-class base model's accuracy on the same photos minus
 that; false novel: base photos called the new class.
 
-logistic (package): `fewshot.fit_row`, the package's method for models that record their feature statistics
+logistic (package): `extend.fit_row`, the package's method for models that record their feature statistics
 (`protomodel.feature_stats`: per-class mean and per-dimension std of the standardised training features): a new
 logit, linear in the head's input, fitted by a logistic regression of the K photos against {per} samples per base
 class drawn from those statistics, on the margin over the head's best trained logit; L2 {lam}, bias raised by {shift}
 (both chosen on the train split only: extend-select.md). K = 5 novel recall by class: {by_class}.
-imprint (fallback): `fewshot.imprint`, used for models without statistics (and whose training features are not in
+imprint (fallback): `extend.imprint`, used for models without statistics (and whose training features are not in
 the feature cache): the direction from the features' centre to the new photos' mean, on the head's gradient scale.
 prototypes: the plain prototype model, nearest class mean of unit features, base classes from all their train photos.
 re-train (default recipe): `train.fit_head` again on the base train photos plus the K new ones (minutes, not seconds).

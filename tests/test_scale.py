@@ -51,7 +51,7 @@ def plain(model, files):
 
 KILLER = textwrap.dedent('''
     import os, signal, sys, psutil
-    from recycle_classifier import scale
+    from recycle_classifier.batch import predict as scale
     model, listing, out, pids = sys.argv[1:5]
     calls = []
     def append(self, records):
