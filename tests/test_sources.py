@@ -81,14 +81,34 @@ def test_adapt_from_the_cache_in_seconds_and_records_the_site(two_source_model, 
         for f in sorted((SAMPLE/'valid'/c).glob('*.jpg'))[:3]: shutil.copy(f, site/c/('site-' + f.name))
     (site/'unlabelled').mkdir()
     shutil.copy(next((SAMPLE/'valid'/'metal').glob('*.jpg')), site/'unlabelled'/'u.jpg')
+    for f in sorted((SAMPLE/'valid'/'glass').glob('*.jpg'))[3:5]: shutil.copy(f, site/'unlabelled'/('g-' + f.name))
     r = run_cli('adapt', out, site, '--out', tmp_path/'adapted.pkl')
     assert r.returncode == 0, r.stdout + r.stderr
-    assert 'adapted with 6 site photos and 1 unlabelled' in r.stdout and "the base model's 24 validation photos" in r.stdout
+    assert 'adapted with 6 site photos and 3 unlabelled' in r.stdout and "the base model's 24 validation photos" in r.stdout
+    assert 'site memory: 9 site photos' in r.stdout
     meta = json.loads((tmp_path/'adapted.json').read_text())['model']
-    assert meta['adapted'][-1]['photos'] == {'glass': 3, 'paper': 3} and meta['adapted'][-1]['unlabelled'] == 1
-    assert meta['adapted'][-1]['base'] == 'two.pkl' and (tmp_path/'adapted.onnx').exists()
-    r = run_cli('predict', tmp_path/'adapted.onnx', SAMPLE/'valid'/'glass', '--json')
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 10
+    rec = meta['adapted'][-1]
+    assert rec['photos'] == {'glass': 3, 'paper': 3} and rec['unlabelled'] == 3
+    assert rec['base'] == 'two.pkl' and (tmp_path/'adapted.onnx').exists()
+    assert {k: rec['memory'][k] for k in ('k', 'alpha', 'eps', 'beta', 'photos', 'labelled', 'unlabelled')} == \
+        dict(k=9, alpha=0.9, eps=1.0, beta=1.0, photos=9, labelled=6, unlabelled=3)   # k: at most the photos it has
+    r = run_cli('predict', tmp_path/'adapted.onnx', SAMPLE/'valid'/'glass', '--json', '--info')
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 11
+    assert json.loads(r.stdout.splitlines()[0])['info']['adapted'][-1]['memory']['photos'] == 9   # the .onnx says so too
+    # the memory is in both files and they agree; it moves the site's own photos, and an old model without one loads
+    import numpy as np
+    from recycle_classifier.base.images import open_image
+    from recycle_classifier.formats.predictor import load_predictor
+    from recycle_classifier.formats.onnx_predict import OnnxPredictor
+    pkl = load_predictor(tmp_path/'adapted.pkl', need_learner=True)
+    ims = [open_image(f) for f in sorted(site.rglob('*.jpg')) + sorted((SAMPLE/'valid'/'paper').glob('*.jpg'))[5:]]
+    probs = pkl.predict_probs(ims)
+    assert np.array_equal(OnnxPredictor(tmp_path/'adapted.onnx').predict_probs(ims).argmax(1), probs.argmax(1))
+    assert np.abs(OnnxPredictor(tmp_path/'adapted.onnx').predict_probs(ims) - probs).max() < 1e-3
+    memory, pkl.learn.model.memory = pkl.learn.model.memory, None
+    try: assert np.abs(pkl.predict_probs(ims) - probs)[:9].max() > 0.01 and len(memory.feats) == 9
+    finally: pkl.learn.model.memory = memory   # load_predictor keeps predictors: leave it as it was
+    assert getattr(load_predictor(out, need_learner=True).learn.model, 'memory', None) is None
     (site/'metal').mkdir(); shutil.copy(site/'unlabelled'/'u.jpg', site/'metal')
     r = run_cli('adapt', out, site, '--out', tmp_path/'x.pkl')
     assert r.returncode == 2 and 'the model has no class metal' in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -6,23 +6,25 @@
 from __future__ import annotations
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from .embedder import Embedder, FrozenBody, VIEWS, view_of, embedder_from_meta
 
 # %% auto #0
-__all__ = ['POWER_EPS', 'LEARNER_BODY_PX', 'FeatureClassifier', 'standardise', 'power_features', 'feature_model',
+__all__ = ['POWER_EPS', 'LEARNER_BODY_PX', 'FeatureClassifier', 'standardise', 'power_features', 'feature_model', 'feature_probs',
            'learner_embedder']
 
 # %% ../../nbs/13_features.classifier.ipynb #f547523b
 POWER_EPS = 1e-6   # features are clamped here before a power below 1: finite gradients (Grad-CAM) at 0
 
 class FeatureClassifier(nn.Module):
-    "Frozen bodies, views, standardisation and a head: the model of a learner trained on cached features"
-    def __init__(self, bodies: list, head: nn.Module, mean, std, views=VIEWS, power: float = 1.):
+    "Frozen bodies, views, standardisation and a head (and an adapted model's site memory): the model of a learner trained on cached features"
+    def __init__(self, bodies: list, head: nn.Module, mean, std, views=VIEWS, power: float = 1., memory: nn.Module | None = None):
         super().__init__()
         self.bodies, self.head, self.views, self.power = nn.ModuleList(bodies), head, tuple(views), float(power)
         self.register_buffer('feat_mean', torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         self.register_buffer('feat_std', torch.as_tensor(np.asarray(std), dtype=torch.float32))
+        self.memory = memory
 
     def __getitem__(self, i): return (self.bodies[0].body, self.head)[i]
     def __len__(self): return 2
@@ -32,20 +34,36 @@ class FeatureClassifier(nn.Module):
         for b in self.bodies: b.train(mode)
         return self
 
-    def standardised(self, f: torch.Tensor) -> torch.Tensor:
-        "The bodies' features `(..., dim)` as the head takes them: raised to `power` (see `power_features`), standardised"
+    def powered(self, f: torch.Tensor) -> torch.Tensor:
+        "The bodies' features raised to `power` (see `power_features`)"
         power = getattr(self, 'power', 1.)   # exports from before `power` existed have none
-        if power != 1: f = f.clamp(min=POWER_EPS) ** power
-        return (f - self.feat_mean) / self.feat_std
+        return f.clamp(min=POWER_EPS) ** power if power != 1 else f
+
+    def standardised(self, f: torch.Tensor) -> torch.Tensor:
+        "The bodies' features `(..., dim)` as the head takes them: raised to `power`, standardised"
+        return (self.powered(f) - self.feat_mean) / self.feat_std
+
+    def body_features(self, x: torch.Tensor) -> torch.Tensor:
+        "The bodies' features `(len(views), n, dim)` of a `[0, 1]` batch, as they come (what the feature cache holds)"
+        xs = torch.cat([view_of(x, v) for v in self.views])
+        f = torch.cat([b(xs) for b in self.bodies], dim=1)
+        return f.view(len(self.views), -1, f.shape[-1])  # batch axis left free for ONNX
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         "Standardised features `(len(views), n, dim)` of a `[0, 1]` batch"
-        xs = torch.cat([view_of(x, v) for v in self.views])
-        f = torch.cat([b(xs) for b in self.bodies], dim=1)
-        return self.standardised(f).view(len(self.views), -1, f.shape[-1])  # batch axis left free for ONNX
+        return self.standardised(self.body_features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).mean(0)
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        "Logits of the bodies' features `(views, n, dim)`: the head's, views averaged, plus what the site memory adds (if any)"
+        p = self.powered(f)
+        logits = self.head((p - self.feat_mean) / self.feat_std).mean(0)
+        memory = getattr(self, 'memory', None)   # exports from before site memories have none
+        if memory is None: return logits
+        add = memory(p)
+        extra = logits.shape[-1] - add.shape[-1]   # classes `extend` added later: the memory knows nothing of them
+        return logits + (F.pad(add, (0, extra)) if extra else add)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.classify(self.body_features(x))
 
 # %% ../../nbs/13_features.classifier.ipynb #3aab2b07
 def standardise(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +75,18 @@ def power_features(feats: np.ndarray, power: float = 1.) -> np.ndarray:
     "Features raised to `power`, as `FeatureClassifier` does before standardising (0.5 evens out their heavy tails)"
     return feats if power == 1 else np.clip(feats, POWER_EPS, None) ** np.float32(power)
 
-def feature_model(embedder, head: nn.Module, mean, std, views=VIEWS, power: float = 1.) -> FeatureClassifier:
-    "The exportable model for a head trained on `embedder`'s standardised features"
+def feature_model(embedder, head: nn.Module, mean, std, views=VIEWS, power: float = 1., memory: nn.Module | None = None) -> FeatureClassifier:
+    "The exportable model for a head trained on `embedder`'s standardised features (and a site memory, see `features.site_memory`)"
     bodies = [FrozenBody(p.net.body, p.arch, p.size, (p.net.mean.flatten().tolist(), p.net.std.flatten().tolist()))
               for p in embedder.parts]
-    return FeatureClassifier(bodies, head, mean, std, views, power).eval()
+    return FeatureClassifier(bodies, head, mean, std, views, power, memory).eval()
+
+# %% ../../nbs/13_features.classifier.ipynb #67360995
+@torch.no_grad()
+def feature_probs(model: FeatureClassifier, feats: np.ndarray) -> np.ndarray:
+    "Class probabilities `(n, classes)` of the bodies' features `(n, views, dim)` as the cache holds them: `model` from its bodies on (a site memory included)"
+    f = torch.from_numpy(np.ascontiguousarray(np.asarray(feats, np.float32).transpose(1, 0, 2)))
+    return model.eval().classify(f).softmax(-1).numpy()
 
 # %% ../../nbs/13_features.classifier.ipynb #7d847303
 LEARNER_BODY_PX = 224   # the size a fastai model's own body embeds at when its export records none

@@ -17,13 +17,14 @@ from ..base.layout import walk_dataset
 from ..formats.learner import load_learner, learner_info
 from ..features.cache import FeatureCache
 from ..features.embedder import embedder_from_meta
-from ..features.classifier import FeatureClassifier, power_features
+from ..features.classifier import FeatureClassifier, power_features, feature_probs
+from ..features.site_memory import site_memory, LP_K, LP_ALPHA, LP_EPS, LP_BETA, MEMORY_MAX
 from ..formats.protomodel import feature_stats
-from .head import (fit_head, head_probs, class_balanced, feature_learner, photo_labeller, export_model)
+from .head import (fit_head, class_balanced, feature_learner, photo_labeller, export_model)
 
 # %% auto #0
 __all__ = ['UNLABELLED', 'ADAPT_DEFAULTS', 'site_photos', 'training_features', 'site_weights', 'adapt_weights', 'mixed_stats',
-           'adapted_meta', 'adapt', 'add_command', 'cmd_adapt']
+           'adapted_meta', 'memory_for_site', 'adapt', 'add_command', 'cmd_adapt']
 
 # %% ../../nbs/46_train.adapt.ipynb #c71e553d
 UNLABELLED = 'unlabelled'
@@ -117,6 +118,12 @@ def adapted_meta(meta: dict, model, site, photos: list, n_unlabelled: int, setti
             'sources': {**(meta.get('sources') or {}), name: dict(folder=record['site'], train=counts, valid={})},
             'n_train': meta.get('n_train', 0) + len(photos), 'adapted': list(meta.get('adapted') or []) + [record]}
 
+# %% ../../nbs/46_train.adapt.ipynb #f829135c
+def memory_for_site(site_f: np.ndarray, ys, free: np.ndarray, n_classes: int, propagation: bool = True, seed: int = 42):
+    "The site's memory from its labelled (classes `ys`) and unlabelled photos' power-normalised features; None with `propagation` off or no unlabelled photos"
+    if not propagation or not len(free): return None
+    return site_memory(site_f, ys, free, n_classes, LP_K, LP_ALPHA, LP_EPS, LP_BETA, MEMORY_MAX, seed)
+
 # %% ../../nbs/46_train.adapt.ipynb #4f44bb5b
 def _site_features(emb, photos, unlabelled, views, cache, classes, say):
     "The site's labelled features and classes, the photos that worked, and its unlabelled features"
@@ -128,9 +135,13 @@ def _site_features(emb, photos, unlabelled, views, cache, classes, say):
     free = cache.features(emb, unlabelled, views)[0] if unlabelled else feats[:0]
     return feats, np.array([classes.index(p.label) for p in kept]), kept, free
 
+def _accuracy_of(model, feats, y) -> float | None:
+    "`model`'s accuracy on cached features (its site memory included)"
+    return _accuracy(feature_probs(model, feats), y) if len(y) else None
+
 def adapt(model, site, out=None, cache_dir=None, no_cache: bool = False, site_share: float | None = None,
-          stats_share: float | None = None, seed: int = 42, verbose: bool = True):
-    "Re-fit the head of `model` (the default recipe's) with the labelled photos of `site`; export to `out`; (learner, metrics)"
+          stats_share: float | None = None, seed: int = 42, verbose: bool = True, propagation: bool = True):
+    "Re-fit the head of `model` (the default recipe's) with the labelled photos of `site`, add its memory (unlabelled photos); export to `out`; (learner, metrics)"
     say, t0 = (print if verbose else (lambda *a, **k: None)), time.time()
     learn = load_learner(model)
     meta, classes = learner_info(learn), list(learn.dls.vocab)
@@ -141,20 +152,23 @@ def adapt(model, site, out=None, cache_dir=None, no_cache: bool = False, site_sh
     s = {**ADAPT_DEFAULTS, **{k: v for k, v in dict(site_share=site_share, stats_share=stats_share).items() if v is not None}}
     emb, views, power, old = embedder_from_meta(meta), tuple(meta['views']), float(meta.get('power', 1.)), learn.model
     cache = FeatureCache(cache_dir, enabled=not no_cache, notify=say)
-    base, yb = training_features(meta, emb, views, cache, say)
-    site_f, ys, kept, free = _site_features(emb, photos, unlabelled, views, cache, classes, say)
-    base, site_f, free = (power_features(f, power) for f in (base, site_f, free))
+    base_raw, yb = training_features(meta, emb, views, cache, say)
+    site_raw, ys, kept, free_raw = _site_features(emb, photos, unlabelled, views, cache, classes, say)
+    base, site_f, free = (power_features(f, power) for f in (base_raw, site_raw, free_raw))
     set_seed(seed)
     hp = {k: v for k, v in meta['head'].items() if k != 'balance'}
     head, mean, std = fit_head(np.concatenate([base, site_f]), np.r_[yb, ys], len(classes), seed=seed,
                                weights=adapt_weights(yb, ys, len(classes), s['site_share'], meta['head'].get('balance', False)),
                                mean_std=mixed_stats(base, np.concatenate([site_f, free]), s['stats_share']) if s['stats_share'] else None, **hp)
-    vf, vy = _base_valid(meta, emb, views, cache, classes)
-    vf = power_features(vf, power)
-    metrics = dict(recipe='features', adapted=True, site_photos=len(kept), unlabelled=len(free), base_photos=len(base), **s,
-                   base_valid_n=int(len(vy)), base_valid_before=_accuracy(head_probs(old.head, old.feat_mean.numpy(), old.feat_std.numpy(), vf), vy),
-                   base_valid_after=_accuracy(head_probs(head, mean, std, vf), vy), seconds=round(time.time() - t0, 1), out=str(out))
+    t = time.time()
+    memory = memory_for_site(site_f, ys, free, len(classes), propagation, seed)
+    s['memory'], memory_seconds = memory.info if memory is not None else None, round(time.time() - t, 1)
     new = feature_learner(emb, head, mean, std, [p.path for p in kept], [kept[-1].path], classes, views, power, label=photo_labeller(kept))
+    new.model.memory = memory
+    vf, vy = _base_valid(meta, emb, views, cache, classes)
+    metrics = dict(recipe='features', adapted=True, site_photos=len(kept), unlabelled=len(free), base_photos=len(base), **s,
+                   memory_seconds=memory_seconds, base_valid_n=int(len(vy)), base_valid_before=_accuracy_of(old, vf, vy),
+                   base_valid_after=_accuracy_of(new.model, vf, vy), seconds=round(time.time() - t0, 1), out=str(out))
     new.recycle_meta = adapted_meta(meta, model, site, kept, len(free), s)
     try: new.recycle_meta['feature_stats'] = feature_stats((np.concatenate([base, site_f]) - mean) / std, np.r_[yb, ys], classes)
     except UserError: pass
@@ -172,6 +186,7 @@ def add_command(sub):
     p.add_argument('site', metavar='SITE_DIR', help="folder with one subfolder per class (the model's class names), and optionally unlabelled/")
     p.add_argument('--out', default=None, help='where to export the adapted model (default MODEL-SITE_DIR.pkl beside MODEL)')
     p.add_argument('--site-share', type=float, default=None, help=f"the site photos' share of the training loss (default {ADAPT_DEFAULTS['site_share']})")
+    p.add_argument('--no-propagation', action='store_true', help=f'no site memory: leave the unlabelled photos out (by default their labels, propagated from the labelled ones, join the model; at most {MEMORY_MAX} photos)')
     p.add_argument('--cache-dir', default=None, help='feature cache folder (default $RECYCLE_CLASSIFIER_CACHE_DIR or the user cache dir)')
     p.add_argument('--no-cache', action='store_true', help='embed every photo afresh and keep nothing on disk')
     p.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
@@ -181,9 +196,11 @@ def add_command(sub):
 def cmd_adapt(args) -> int:
     "Adapt, export, and say what changed"
     with redirect_stdout(sys.stderr) if args.json else nullcontext():   # with --json, stdout carries the record only
-        learn, m = adapt(args.model, args.site, args.out, args.cache_dir, args.no_cache, args.site_share, seed=args.seed, verbose=not args.quiet)
+        learn, m = adapt(args.model, args.site, args.out, args.cache_dir, args.no_cache, args.site_share, seed=args.seed, verbose=not args.quiet,
+                         propagation=not args.no_propagation)
     if args.json: print_json(m); return 0
     print(f"adapted with {m['site_photos']} site photos" + (f" and {m['unlabelled']} unlabelled" if m['unlabelled'] else '') + f" in {m['seconds']} s")
+    if m['memory']: print(f"site memory: {m['memory']['photos']} site photos, their classes propagated from the labelled ones ({m['memory']['mb']} MB)")
     if m['base_valid_n']:
         print(f"the base model's {m['base_valid_n']} validation photos: {m['base_valid_before']:.1%} before, {m['base_valid_after']:.1%} after")
     print(f"exported to {m['out']}")
